@@ -1,0 +1,275 @@
+//! The ports: what the core needs from the outside world, as traits that adapters implement.
+//!
+//! [`Broker`] talks to a broker (log in, refresh, ping, log out, classify an error, put a grant on a
+//! request). [`Store`] keeps [`Snapshot`]s and the transition log. The core never calls either: the
+//! driver (warden-actors) does, when the session's outputs ask for it. Calls take `now` as a parameter
+//! (time is always passed in), and broker futures are boxed so that brokers of different kinds can sit
+//! behind one `Arc<dyn Broker>`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::class::ErrorClass;
+use crate::event::SessionEvent;
+use crate::grant::{Credentials, Grant};
+use crate::ids::SessionId;
+use crate::secret::Secret;
+use crate::snapshot::Snapshot;
+use crate::time::UnixMs;
+
+/// A boxed, sendable future: the return type of every broker call.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a broker can do beyond logging in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// It has a refresh-token grant (Saxo, OAuth2 with refresh tokens).
+    pub refresh: bool,
+    /// It needs (and answers) keep-alive pings (IBKR `tickle`).
+    pub keepalive: bool,
+}
+
+/// How far a failed request got: decides whether a retry could duplicate it (rule 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivery {
+    /// It never left (connection refused, rate limited locally): the broker did nothing.
+    NotSent,
+    /// It left but no answer came (timeout, connection lost): the broker may have executed it.
+    Unknown,
+    /// The broker answered (with an error status).
+    Answered,
+}
+
+/// An error from a broker call, as raw facts; [`Broker::classify`] says what it means.
+///
+/// The message must not contain secrets: adapters build it from status lines and error codes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BrokerError {
+    /// The HTTP status, if there was a response.
+    pub status: Option<u16>,
+    /// The broker's own error code (`900901`, `TokenException`), if any.
+    pub code: Option<String>,
+    /// A description for people.
+    pub message: String,
+    /// How long the broker asked to wait (`Retry-After`), if it said.
+    pub retry_after: Option<Duration>,
+    /// How far the request got.
+    pub delivery: Delivery,
+}
+
+impl BrokerError {
+    /// An answered error with an HTTP status.
+    pub fn http(status: u16, message: impl Into<String>) -> BrokerError {
+        BrokerError {
+            status: Some(status),
+            code: None,
+            message: message.into(),
+            retry_after: None,
+            delivery: Delivery::Answered,
+        }
+    }
+
+    /// A request that got no answer (timeout, connection lost).
+    pub fn no_answer(message: impl Into<String>) -> BrokerError {
+        BrokerError {
+            status: None,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+            delivery: Delivery::Unknown,
+        }
+    }
+
+    /// A request that never left.
+    pub fn not_sent(message: impl Into<String>) -> BrokerError {
+        BrokerError {
+            status: None,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+            delivery: Delivery::NotSent,
+        }
+    }
+
+    /// Adds the broker's error code.
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<String>) -> BrokerError {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// Adds a retry-after.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Duration) -> BrokerError {
+        self.retry_after = Some(wait);
+        self
+    }
+}
+
+/// What a login call gets.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRequest<'a> {
+    /// The session's credentials.
+    pub credentials: &'a Credentials,
+    /// A second factor an operator supplied, if the last attempt asked for one.
+    pub second_factor: Option<&'a Secret>,
+    /// Ask the broker to make this login the active one (IBKR `compete: true`).
+    pub take_over: bool,
+}
+
+/// What a keep-alive ping found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeepaliveStatus {
+    /// The session is authenticated.
+    Alive,
+    /// The broker answered, but the session is not authenticated (IBKR: HTTP 200, `authenticated: false`).
+    Unauthenticated,
+    /// Another login holds the account (IBKR `competing: true`).
+    Competing,
+}
+
+/// An outgoing broker request, for [`Broker::authorize`] to put the grant on.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Full URL.
+    pub url: String,
+    /// Headers to send; values are secrets because authorisation headers are.
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// A broker, as the runtime sees it. *(interface in spirit)*
+///
+/// Implementations speak one broker's protocol. Every call takes the wall-clock `now` at which it starts
+/// (adapters stamp `issued_at` with it: an under-estimate, hence safe) and must finish or fail within the
+/// policy's `auth_timeout` (the runtime enforces it too).
+pub trait Broker: Send + Sync + 'static {
+    /// A short name for logs and reports (`saxo`, `ibkr`).
+    fn name(&self) -> &str;
+
+    /// What the broker supports besides login.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A full login.
+    fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>>;
+
+    /// A refresh-token grant. Only called when [`Capabilities::refresh`] is set.
+    fn refresh<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<Grant, BrokerError>> {
+        let _ = (now, grant);
+        Box::pin(async { Err(BrokerError::not_sent("this broker has no refresh grant")) })
+    }
+
+    /// A keep-alive ping. Only called when [`Capabilities::keepalive`] is set.
+    fn keepalive<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<KeepaliveStatus, BrokerError>> {
+        let _ = (now, grant);
+        Box::pin(async { Ok(KeepaliveStatus::Alive) })
+    }
+
+    /// Ends the session at the broker.
+    fn logout<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// What an error means. The default reads the HTTP status ([`ErrorClass::from_http_status`]);
+    /// brokers with their own codes (Kotak's `900901`) override it.
+    fn classify(&self, error: &BrokerError) -> ErrorClass {
+        match error.status {
+            Some(status) => ErrorClass::from_http_status(status, error.retry_after),
+            None => ErrorClass::Transient,
+        }
+    }
+
+    /// Puts the grant on an outgoing request (a bearer header, a signature, a cookie).
+    fn authorize(&self, grant: &Grant, request: &mut BrokerRequest) -> Result<(), BrokerError> {
+        request
+            .headers
+            .push(("Authorization".to_owned(), Secret::new(format!("Bearer {}", grant.access_token.expose()))));
+        Ok(())
+    }
+}
+
+/// How hard a store write must try to reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Durability {
+    /// Written to the store's buffers; flushed in the background.
+    Buffered,
+    /// On disk before the call returns (a new grant: losing it costs a login).
+    Flushed,
+}
+
+/// What loading a session's snapshot found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadOutcome {
+    /// A snapshot.
+    Found(Box<Snapshot>),
+    /// Nothing stored for this session.
+    Missing,
+    /// A record was there but could not be read; it was moved aside, and the session starts fresh.
+    Quarantined {
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the database.
+    #[error("store at {path} is locked by another process (one process per database): {detail}")]
+    Locked {
+        /// The database path.
+        path: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// The database could not be opened or written.
+    #[error("store at {path}: {detail}")]
+    Io {
+        /// The database path.
+        path: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// The encryption key is missing or malformed.
+    #[error("store key: {detail}")]
+    Key {
+        /// What is wrong with the key.
+        detail: String,
+    },
+    /// A record could not be encoded.
+    #[error("store record for session {session}: {detail}")]
+    Encode {
+        /// The session.
+        session: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The store refused the write (simulated or real fault).
+    #[error("store write failed: {detail}")]
+    WriteFailed {
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Keeps snapshots and transition logs. Implementations must never panic on stored bytes: a record
+/// that does not decrypt or decode is quarantined and reported as [`LoadOutcome::Quarantined`].
+pub trait Store: Send + Sync + 'static {
+    /// The latest snapshot of a session.
+    fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError>;
+    /// Replaces a session's snapshot.
+    fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError>;
+    /// Appends to a session's transition log (the oldest entries beyond the retention cap are dropped).
+    fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError>;
+    /// The newest `limit` log entries of a session, oldest first.
+    fn read_log(&self, session: &SessionId, limit: usize) -> Result<Vec<SessionEvent>, StoreError>;
+    /// Forgets a session (snapshot and log).
+    fn remove(&self, session: &SessionId) -> Result<(), StoreError>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
