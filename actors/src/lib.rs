@@ -1,1 +1,35 @@
-//! placeholder
+//! warden-actors: the runtime around warden's session core.
+//!
+//! Each broker session is a supervised ractor actor driving one [`warden_engine::Session`]: it feeds
+//! the core its inputs (timer ticks, token requests, rejections, broker results), carries out the core's
+//! outputs (broker calls as tasks off the mailbox, leases into a lock-free cell, snapshots into the
+//! store, events onto a broadcast) and re-arms one timer from the core's next deadline.
+//!
+//! - [`Warden`]: build it, `open` sessions, subscribe to `events`, `shutdown`.
+//! - [`SessionHandle`]: `token()` (lock-free while the session is valid), `execute()` (rule 7 retries),
+//!   `subscribe()`, `logout()`, `reset()`, `update_credentials()`, `supply_second_factor()`.
+//! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
+//! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
+//!
+//! See `docs/runtime.md` for the design: supervision, the hot path, rate limits.
+
+#![forbid(unsafe_code)]
+
+mod catch;
+pub mod clock;
+mod errors;
+mod handle;
+pub mod lease;
+pub mod ratelimit;
+mod session_actor;
+mod shared;
+mod supervisor;
+pub mod testing;
+mod warden;
+
+pub use clock::Clock;
+pub use errors::{ExecuteError, TokenError, WardenError};
+pub use handle::SessionHandle;
+pub use lease::LeaseGuard;
+pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
+pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};

@@ -1,0 +1,256 @@
+//! `SessionHandle`: what a strategy holds to use a session.
+//!
+//! - [`SessionHandle::token`]: the hot path. While the session is `Valid`/`ExpiringSoon` it loads the
+//!   published lease from the lock-free cell (no actor involved); otherwise it asks the actor and waits,
+//!   at most the policy's `request_timeout`.
+//! - [`SessionHandle::execute`]: runs a broker call with a lease and applies rule 7: a call the broker
+//!   rejected as unauthenticated is reported with its generation and run again with a newer grant (up to
+//!   `retry_on_rejection` times); a call that is not idempotent and got no answer is returned as
+//!   [`ExecuteError::OutcomeUnknown`], never retried.
+//! - [`SessionHandle::subscribe`]: a watch of the session's status.
+//! - operator commands: [`SessionHandle::logout`], [`SessionHandle::reset`],
+//!   [`SessionHandle::update_credentials`], [`SessionHandle::supply_second_factor`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use warden_engine::retry::{AfterFailure, after_failure};
+use warden_engine::{BrokerError, Credentials, ErrorClass, Generation, Idempotency, Policy, Secret, SessionId};
+
+use crate::errors::{ExecuteError, TokenError};
+use crate::lease::LeaseGuard;
+use crate::session_actor::{ACTOR_GRACE, SessionMsg};
+use crate::shared::{Counters, SessionShared, SessionStats, SessionStatus};
+
+/// A handle on one open session. Cheap to clone; all clones talk to the same session.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    shared: Arc<SessionShared>,
+}
+
+impl SessionHandle {
+    pub(crate) fn new(shared: Arc<SessionShared>) -> SessionHandle {
+        SessionHandle { shared }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &SessionId {
+        &self.shared.id
+    }
+
+    /// The session's policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// The published lease, if the session has one now: lock-free, never waits, never touches the actor.
+    #[inline]
+    pub fn try_token(&self) -> Option<LeaseGuard> {
+        self.shared.lease.load()
+    }
+
+    /// A token the broker will accept, or why not. *(interface)*
+    ///
+    /// Lock-free while the session is `Valid`/`ExpiringSoon`; otherwise waits for the session (a login,
+    /// a refresh), at most the policy's `request_timeout`.
+    #[inline]
+    pub async fn token(&self) -> Result<LeaseGuard, TokenError> {
+        if let Some(lease) = self.shared.lease.load() {
+            return Ok(lease);
+        }
+        self.token_from_actor(None).await
+    }
+
+    /// A token of a generation newer than `generation` (the caller saw that one rejected).
+    pub async fn token_newer_than(&self, generation: Generation) -> Result<LeaseGuard, TokenError> {
+        if let Some(lease) = self.shared.lease.load().filter(|l| l.generation > generation) {
+            return Ok(lease);
+        }
+        self.token_from_actor(Some(generation)).await
+    }
+
+    /// Asks the actor for a token and waits for its answer (or for a restarted actor).
+    async fn token_from_actor(&self, newer_than: Option<Generation>) -> Result<LeaseGuard, TokenError> {
+        let deadline = self.deadline();
+        loop {
+            let actor = self.wait_for_actor(deadline).await?;
+            let (reply, answer) = oneshot::channel();
+            if actor.cast(SessionMsg::Token { newer_than, reply }).is_err() {
+                // The actor died between lookup and send; its successor will answer.
+                self.wait_for_actor_change(&actor, deadline).await?;
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => return result.map(LeaseGuard::owned).map_err(TokenError::from),
+                // The actor died with the request in its mailbox: ask its successor.
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(TokenError::Timeout),
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.shared.env.clock.monotonic_now() + self.shared.policy.request_timeout + ACTOR_GRACE
+    }
+
+    /// The current actor, waiting (until `deadline`) while the supervisor restarts it.
+    async fn wait_for_actor(&self, deadline: Instant) -> Result<ActorRef<SessionMsg>, TokenError> {
+        let mut actor = self.shared.actor.subscribe();
+        loop {
+            if self.shared.is_closed() {
+                return Err(TokenError::Closed);
+            }
+            if let Some(actor) = actor.borrow_and_update().clone() {
+                return Ok(actor);
+            }
+            match tokio::time::timeout_at(deadline, actor.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(TokenError::Closed),
+                Err(_) => return Err(TokenError::Timeout),
+            }
+        }
+    }
+
+    async fn wait_for_actor_change(&self, dead: &ActorRef<SessionMsg>, deadline: Instant) -> Result<(), TokenError> {
+        let mut actor = self.shared.actor.subscribe();
+        loop {
+            if self.shared.is_closed() {
+                return Err(TokenError::Closed);
+            }
+            if actor.borrow_and_update().as_ref().is_none_or(|a| a.get_id() != dead.get_id()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, actor.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(TokenError::Closed),
+                Err(_) => return Err(TokenError::Timeout),
+            }
+        }
+    }
+
+    /// Runs a broker call with a token, classifying its error through the broker adapter and retrying
+    /// only as rule 7 allows. *(interface)*
+    ///
+    /// `op` gets a lease for each attempt. A rejection (the broker said the token is not authenticated)
+    /// is reported with the lease's generation, and `op` runs again with a newer grant, at most
+    /// `retry_on_rejection` times. Any other error is returned, and a call that is not idempotent and got
+    /// no answer comes back as [`ExecuteError::OutcomeUnknown`].
+    pub async fn execute<T, F, Fut>(&self, idempotency: Idempotency, mut op: F) -> Result<T, ExecuteError>
+    where
+        F: FnMut(LeaseGuard) -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        let mut retries = 0;
+        let mut rejected: Option<Generation> = None;
+        loop {
+            let lease = match rejected {
+                None => self.token().await?,
+                Some(generation) => self.token_newer_than(generation).await?,
+            };
+            let generation = lease.generation;
+            if let Some(limiter) = &self.shared.limiter {
+                let deadline = self.shared.env.clock.monotonic_now() + self.shared.policy.request_timeout;
+                if !limiter.acquire(deadline).await {
+                    return Err(ExecuteError::RateLimited { account: limiter.account().to_owned() });
+                }
+            }
+            let error = match op(lease).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let class = self.shared.broker.classify(&error);
+            if matches!(class, ErrorClass::AuthExpired | ErrorClass::Competing) {
+                self.report_rejection(generation, class);
+            }
+            match after_failure(class, error.delivery, idempotency, retries, self.shared.policy.retry_on_rejection) {
+                AfterFailure::RetryWithNewerGrant => {
+                    retries += 1;
+                    Counters::bump(&self.shared.counters.retries);
+                    rejected = Some(generation);
+                }
+                AfterFailure::OutcomeUnknown => return Err(ExecuteError::OutcomeUnknown(error)),
+                _ => return Err(ExecuteError::Broker { class, error }),
+            }
+        }
+    }
+
+    /// Tells the session that the broker rejected a call made with `generation` (fire and forget).
+    /// A rejection naming an older generation than the current one is ignored by the session.
+    pub fn report_rejection(&self, generation: Generation, class: ErrorClass) {
+        Counters::bump(&self.shared.counters.rejections_reported);
+        if let Some(actor) = self.shared.actor.borrow().as_ref() {
+            // Lost only if the actor is restarting; the next rejection reports it again.
+            let _ = actor.cast(SessionMsg::Rejected { generation, class });
+        }
+    }
+
+    /// A watch of the session's status (state, generation, why invalid).
+    pub fn subscribe(&self) -> watch::Receiver<SessionStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// The session's status now.
+    pub fn status(&self) -> SessionStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// What the runtime has done for this session so far.
+    pub fn stats(&self) -> SessionStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Logs out at the broker and stops the session (`Stopped`); waits until it is done.
+    pub async fn logout(&self) -> Result<(), TokenError> {
+        let (reply, done) = oneshot::channel();
+        self.send(SessionMsg::Logout { reply }).await?;
+        tokio::time::timeout_at(self.deadline(), done)
+            .await
+            .map_err(|_| TokenError::Timeout)?
+            .map_err(|_| TokenError::Closed)
+    }
+
+    /// Operator reset: forget the grant and the failure counters, log in again (within the login rate
+    /// limit).
+    pub async fn reset(&self) -> Result<(), TokenError> {
+        self.send(SessionMsg::Reset).await
+    }
+
+    /// Replaces the credentials used by the next login; an `Invalid` session tries again.
+    pub async fn update_credentials(&self, credentials: Credentials) -> Result<(), TokenError> {
+        if let Ok(mut current) = self.shared.credentials.lock() {
+            *current = credentials;
+        }
+        self.send(SessionMsg::CredentialsUpdated).await
+    }
+
+    /// Supplies a second factor (a TOTP code, an SMS code) when the session says `NeedsHuman`.
+    pub async fn supply_second_factor(&self, code: Secret) -> Result<(), TokenError> {
+        self.send(SessionMsg::SecondFactor(code)).await
+    }
+
+    /// Fault injection (tests, the simulator): fails the session actor as a panic would.
+    pub async fn inject_failure(&self, why: impl Into<String>) -> Result<(), TokenError> {
+        self.send(SessionMsg::Crash(why.into())).await
+    }
+
+    /// Sends a message to the current actor, waiting (bounded) while it restarts.
+    async fn send(&self, mut message: SessionMsg) -> Result<(), TokenError> {
+        let deadline = self.deadline();
+        loop {
+            let actor = self.wait_for_actor(deadline).await?;
+            match actor.cast(message) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    message = match error {
+                        ractor::MessagingErr::SendErr(message) => message,
+                        _ => return Err(TokenError::Closed),
+                    };
+                    self.wait_for_actor_change(&actor, deadline).await?;
+                }
+            }
+        }
+    }
+}
