@@ -12,7 +12,9 @@
 //!   [`SessionHandle::update_credentials`], [`SessionHandle::supply_second_factor`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
@@ -56,12 +58,15 @@ impl SessionHandle {
     ///
     /// Lock-free while the session is `Valid`/`ExpiringSoon`; otherwise waits for the session (a login,
     /// a refresh), at most the policy's `request_timeout`.
+    ///
+    /// The lease is loaded before the returned future is first polled, so the fast path costs one
+    /// lock-free load; only the slow path builds (and boxes) the waiting machinery.
     #[inline]
-    pub async fn token(&self) -> Result<LeaseGuard, TokenError> {
-        if let Some(lease) = self.shared.lease.load() {
-            return Ok(lease);
+    pub fn token(&self) -> TokenFuture<'_> {
+        match self.shared.lease.load() {
+            Some(lease) => TokenFuture { state: TokenState::Ready(Some(lease)) },
+            None => TokenFuture { state: TokenState::Waiting(Box::pin(self.token_from_actor(None))) },
         }
-        self.token_from_actor(None).await
     }
 
     /// A token of a generation newer than `generation` (the caller saw that one rejected).
@@ -252,5 +257,38 @@ impl SessionHandle {
                 }
             }
         }
+    }
+}
+
+/// The future of [`SessionHandle::token`]: ready at once on the hot path, otherwise waiting for the
+/// session.
+#[must_use = "a token future does nothing unless awaited"]
+pub struct TokenFuture<'a> {
+    state: TokenState<'a>,
+}
+
+type Waiting<'a> = Pin<Box<dyn Future<Output = Result<LeaseGuard, TokenError>> + Send + 'a>>;
+
+enum TokenState<'a> {
+    Ready(Option<LeaseGuard>),
+    Waiting(Waiting<'a>),
+}
+
+impl Future for TokenFuture<'_> {
+    type Output = Result<LeaseGuard, TokenError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            TokenState::Ready(lease) => Poll::Ready(lease.take().ok_or(TokenError::Closed)),
+            TokenState::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenFuture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ready = matches!(self.state, TokenState::Ready(_));
+        f.debug_struct("TokenFuture").field("ready", &ready).finish()
     }
 }

@@ -29,7 +29,7 @@ mod warden;
 
 pub use clock::Clock;
 pub use errors::{ExecuteError, TokenError, WardenError};
-pub use handle::SessionHandle;
+pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
 pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};
