@@ -1,0 +1,23 @@
+//! The `Store` port's adapters: where session snapshots and transition logs live.
+//!
+//! - [`SledStore`]: the real one, on disk in sled, every record encrypted with XChaCha20-Poly1305.
+//! - [`MemoryStore`]: in memory, for tests and runs without persistence.
+//! - [`FaultyStore`]: wraps either and fails writes on demand (the simulator's store faults).
+//!
+//! The pieces: [`key`] (where the encryption key comes from), [`record`] (the bytes of a record),
+//! [`lifetimes`] (observed token lifetimes from the log). `docs/store.md` explains the format, the
+//! recovery rules and the limits.
+
+pub mod faulty;
+pub mod key;
+pub mod lifetimes;
+pub mod memory;
+pub mod record;
+pub mod sled_store;
+
+pub use faulty::{FaultyStore, WriteFaults};
+pub use key::{KEY_ENV_VAR, KeySource, StoreKey};
+pub use lifetimes::{ObservedLifetime, observed_lifetimes};
+pub use memory::{MemoryStats, MemoryStore};
+pub use record::{RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError};
+pub use sled_store::{FlushPolicy, QuarantineEntry, SledOptions, SledStore, WallClock};

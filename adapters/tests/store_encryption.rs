@@ -1,0 +1,320 @@
+//! Encryption at rest and recovery: no secret reaches the sled files, and records that do not decrypt
+//! or decode (wrong key, damaged bytes, unknown versions, moved between sessions) are quarantined and
+//! reported, never a panic.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use warden_adapters::store::key::default_key_file;
+use warden_adapters::{KeySource, RecordAddress, RecordCodec, SledOptions, SledStore, StoreKey};
+use warden_engine::{Durability, LoadOutcome, SessionId, Snapshot, Store, StoreError, UnixMs};
+
+fn reason(outcome: LoadOutcome) -> String {
+    match outcome {
+        LoadOutcome::Quarantined { reason } => reason,
+        other => panic!("expected a quarantined record, got {other:?}"),
+    }
+}
+
+/// Opens the (closed) database with plain sled, waiting a moment if an earlier plain `sled::Db` still
+/// holds its lock (sled's thread pool can, for a moment after the drop).
+fn raw_open(path: &Path) -> sled::Db {
+    for _ in 0..400 {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => panic!("raw open: {e}"),
+        }
+    }
+    panic!("raw open: still locked after 2 s")
+}
+
+/// Writes `value` under `key` in `tree` of the (closed) database, as damage or a foreign writer would.
+fn write_raw(path: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let db = raw_open(path);
+    db.open_tree(tree).expect("tree").insert(key, value).expect("raw insert");
+    db.flush().expect("raw flush");
+}
+
+fn read_raw(path: &Path, tree: &str, key: &[u8]) -> Option<Vec<u8>> {
+    let db = raw_open(path);
+    db.open_tree(tree).expect("tree").get(key).expect("raw get").map(|v| v.to_vec())
+}
+
+/// Saves a snapshot of `session` and closes the store.
+fn saved(path: &Path, session: &SessionId) {
+    let store = open(path, KEY_A);
+    store.save(&snapshot_with_grant(session, 1), Durability::Flushed).expect("save");
+}
+
+#[test]
+fn no_secret_reaches_the_sled_files() {
+    let (dir, path) = temp_db();
+    let a = id("saxo-main");
+    {
+        let store = open(&path, KEY_A);
+        for generation in 0..20 {
+            store.save(&snapshot_with_grant(&a, generation), Durability::Flushed).expect("save");
+        }
+        store.append_log(&a, &state_event(1)).expect("append");
+        store.flush().expect("flush");
+    }
+    let files = files_under(dir.path());
+    assert!(files.len() >= 2, "sled wrote files: {files:?}");
+    let mut bytes_seen = 0;
+    for file in &files {
+        let bytes = fs::read(file).expect("read file");
+        bytes_seen += bytes.len();
+        for secret in [ACCESS_TOKEN, REFRESH_TOKEN, FEED_TOKEN, "ACCESS-TOKEN", "REFRESH-TOKEN"] {
+            assert!(!contains(&bytes, secret.as_bytes()), "{secret} found in {}", file.display());
+        }
+    }
+    assert!(bytes_seen > 1_000, "the files hold the records ({bytes_seen} bytes)");
+    // The same records are readable with the key.
+    let store = open(&path, KEY_A);
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)));
+}
+
+#[test]
+fn a_wrong_key_quarantines_instead_of_panicking() {
+    let (_dir, path) = temp_db();
+    let a = id("a");
+    let b = id("b");
+    {
+        let store = open(&path, KEY_A);
+        store.save(&snapshot_with_grant(&a, 1), Durability::Flushed).expect("save");
+        store.save(&snapshot_with_grant(&b, 1), Durability::Flushed).expect("save");
+        store.append_log(&a, &state_event(1)).expect("append");
+        store.append_log(&a, &state_event(2)).expect("append");
+    }
+    let store = SledStore::open(&path, options(KEY_B).clock(Arc::new(|| UnixMs::from_millis(1_234)))).expect("open");
+    let why = reason(store.load(&a).expect("load"));
+    assert!(why.contains("does not decrypt with this store's key"), "{why}");
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Missing), "the record was moved aside");
+    assert!(store.read_log(&a, 10).expect("read").is_empty(), "unreadable log entries are skipped");
+
+    let entries = store.quarantined().expect("quarantine");
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let snapshot_entry = entries.iter().find(|e| e.tree == "snapshots").expect("snapshot quarantined");
+    assert_eq!((snapshot_entry.session.as_str(), snapshot_entry.key.as_slice()), ("a", b"a".as_slice()));
+    assert_eq!(snapshot_entry.at, Some(UnixMs::from_millis(1_234)));
+    assert!(entries.iter().filter(|e| e.tree == "log").count() == 2);
+    assert!(!format!("{entries:?}").contains(ACCESS_TOKEN));
+
+    // The session starts fresh: a new save under the new key works; b is untouched until loaded.
+    store.save(&snapshot_with_grant(&a, 2), Durability::Flushed).expect("save");
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)));
+    drop(store);
+
+    // The quarantined bytes are the original sealed record: the right key still opens them.
+    let store = open(&path, KEY_A);
+    let entries = store.quarantined().expect("quarantine");
+    let entry = entries.iter().find(|e| e.tree == "snapshots").expect("entry");
+    let codec = RecordCodec::new(&StoreKey::from_bytes(KEY_A));
+    assert_eq!(codec.open_snapshot(&a, &entry.record).expect("recoverable"), snapshot_with_grant(&a, 1));
+    assert!(matches!(store.load(&b).expect("load"), LoadOutcome::Found(_)));
+}
+
+/// A way to damage a record's bytes.
+type Damage = fn(Vec<u8>) -> Vec<u8>;
+
+#[test]
+fn damaged_records_are_quarantined_with_a_reason() {
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "bit flip",
+            (|mut v| {
+                let last = v.len() - 1;
+                v[last / 2] ^= 0x01;
+                v
+            }),
+            "does not decrypt",
+        ),
+        ("truncated", (|v| v[..v.len() / 2].to_vec()), "does not decrypt"),
+        ("torn to a few bytes", (|v| v[..7].to_vec()), "shorter than the 41-byte minimum"),
+        ("empty", (|_| Vec::new()), "record is 0 bytes"),
+        ("zeroed", (|v| vec![0; v.len()]), "layout byte 0x00"),
+        ("plain text", (|_| b"hello, this is not a warden record at all!!".to_vec()), "layout byte 0x68"),
+    ];
+    for (name, damage, expected) in cases {
+        let (_dir, path) = temp_db();
+        let a = id("a");
+        saved(&path, &a);
+        let good = read_raw(&path, "snapshots", b"a").expect("record present");
+        write_raw(&path, "snapshots", b"a", &damage(good));
+        let store = open(&path, KEY_A);
+        let why = reason(store.load(&a).expect("load"));
+        assert!(why.contains(expected), "{name}: {why}");
+        assert_eq!(store.quarantined().expect("quarantine").len(), 1, "{name}");
+        assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Missing), "{name}");
+    }
+}
+
+#[test]
+fn a_record_moved_to_another_session_does_not_open() {
+    let (_dir, path) = temp_db();
+    let a = id("a");
+    saved(&path, &a);
+    let record = read_raw(&path, "snapshots", b"a").expect("record");
+    write_raw(&path, "snapshots", b"b", &record);
+    let store = open(&path, KEY_A);
+    let why = reason(store.load(&id("b")).expect("load"));
+    assert!(why.contains("moved from another session"), "{why}");
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)));
+}
+
+#[test]
+fn unknown_format_versions_are_named() {
+    let (_dir, path) = temp_db();
+    let a = id("a");
+    let b = id("b");
+    {
+        // A newer build's snapshot format.
+        let store = open(&path, KEY_A);
+        let future = Snapshot { format_version: 99, ..snapshot_with_grant(&a, 1) };
+        store.save(&future, Durability::Flushed).expect("save");
+        let why = reason(store.load(&a).expect("load"));
+        assert!(why.contains("snapshot format version 99") && why.contains("reads version 1"), "{why}");
+    }
+    // A newer build's envelope format, sealed with the right key.
+    let codec = RecordCodec::new(&StoreKey::from_bytes(KEY_A));
+    let record = codec.seal_envelope(RecordAddress::Snapshot(&b), 7, &snapshot_with_grant(&b, 1)).expect("seal");
+    write_raw(&path, "snapshots", b"b", &record);
+    // A body that is not a snapshot at all.
+    let c = id("c");
+    let record = codec.seal_envelope(RecordAddress::Snapshot(&c), 1, &vec!["a string", ACCESS_TOKEN]).expect("seal");
+    write_raw(&path, "snapshots", b"c", &record);
+    // A body whose fields have the wrong types, with a secret where a number belongs.
+    let d = id("d");
+    #[derive(serde::Serialize)]
+    struct Drifted<'a> {
+        format_version: u32,
+        session_id: &'a str,
+        saved_at: &'a str,
+    }
+    let drifted = Drifted { format_version: 1, session_id: "d", saved_at: ACCESS_TOKEN };
+    let record = codec.seal_envelope(RecordAddress::Snapshot(&d), 1, &drifted).expect("seal");
+    write_raw(&path, "snapshots", b"d", &record);
+
+    let store = open(&path, KEY_A);
+    let why = reason(store.load(&b).expect("load"));
+    assert!(why.contains("record format version 7"), "{why}");
+    for session in [c, d] {
+        let why = reason(store.load(&session).expect("load"));
+        assert!(why.contains("does not decode as a snapshot"), "{why}");
+        assert!(!why.contains(ACCESS_TOKEN) && !why.contains("ACCESS-TOKEN"), "a reason never quotes values: {why}");
+    }
+}
+
+#[test]
+fn damaged_log_entries_are_skipped_and_quarantined() {
+    let (_dir, path) = temp_db();
+    let a = id("a");
+    {
+        let store = open(&path, KEY_A);
+        for n in 0..4 {
+            store.append_log(&a, &state_event(n)).expect("append");
+        }
+    }
+    let mut key = b"a\0".to_vec();
+    key.extend_from_slice(&2u64.to_be_bytes());
+    write_raw(&path, "log", &key, b"garbage");
+    let mut short_key = b"a\0".to_vec();
+    short_key.extend_from_slice(&[1, 2, 3]);
+    write_raw(&path, "log", &short_key, b"whatever");
+
+    let store = open(&path, KEY_A);
+    let times: Vec<i64> = store.read_log(&a, 10).expect("read").iter().map(|e| e.at.as_millis()).collect();
+    assert_eq!(times, vec![0, 1, 3]);
+    let reasons: Vec<String> = store.quarantined().expect("quarantine").into_iter().map(|e| e.reason).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("not a session id and a sequence number")), "{reasons:?}");
+    store.append_log(&a, &state_event(4)).expect("the log goes on");
+    assert_eq!(store.read_log(&a, 1).expect("read"), vec![state_event(4)]);
+}
+
+#[test]
+fn the_quarantine_is_bounded() {
+    let (_dir, path) = temp_db();
+    {
+        let store = open(&path, KEY_A);
+        for n in 0..5 {
+            store.save(&snapshot_with_grant(&id(&format!("s{n}")), 1), Durability::Buffered).expect("save");
+        }
+    }
+    let store = SledStore::open(&path, options(KEY_B).quarantine_retention(3)).expect("open");
+    for n in 0..5 {
+        reason(store.load(&id(&format!("s{n}"))).expect("load"));
+    }
+    let sessions: Vec<String> = store.quarantined().expect("quarantine").into_iter().map(|e| e.session).collect();
+    assert_eq!(sessions, vec!["s2", "s3", "s4"], "the newest entries are kept");
+}
+
+#[test]
+fn the_key_file_is_created_0600_and_reused() {
+    let (_dir, path) = temp_db();
+    let key_file = default_key_file(&path);
+    let a = id("a");
+    {
+        let store =
+            SledStore::open(&path, SledOptions::default().key(KeySource::File(key_file.clone()))).expect("open");
+        store.save(&snapshot_with_grant(&a, 1), Durability::Flushed).expect("save");
+    }
+    let mode = fs::metadata(&key_file).expect("key file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = fs::read_to_string(&key_file).expect("key text");
+    assert_eq!(text.trim().len(), 44, "base64 of 32 bytes");
+
+    let store = SledStore::open(&path, SledOptions::default().key(KeySource::File(key_file.clone()))).expect("reopen");
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)), "the same key was read back");
+}
+
+fn key_error(result: Result<SledStore, StoreError>) -> String {
+    match result {
+        Err(StoreError::Key { detail }) => detail,
+        other => panic!("expected a key error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_key_files_are_refused_clearly() {
+    let (dir, path) = temp_db();
+    let key_file = dir.path().join("custom.key");
+    let open_with_file = || SledStore::open(&path, SledOptions::default().key(KeySource::File(key_file.clone())));
+
+    fs::write(&key_file, StoreKey::from_bytes([1; 32]).to_base64().as_bytes()).expect("write");
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let detail = key_error(open_with_file());
+    assert!(detail.contains("mode 0644") && detail.contains("chmod 600") && detail.contains("custom.key"), "{detail}");
+
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(&key_file, "c2hvcnQ=\n").expect("write");
+    let detail = key_error(open_with_file());
+    assert!(detail.contains("decodes to 5 bytes") && detail.contains("custom.key"), "{detail}");
+
+    fs::write(&key_file, "!!!! not base64 !!!!").expect("write");
+    let detail = key_error(open_with_file());
+    assert!(detail.contains("is not base64"), "{detail}");
+
+    fs::write(&key_file, StoreKey::from_bytes([1; 32]).to_base64().as_bytes()).expect("write");
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o400)).expect("chmod");
+    open_with_file().expect("a read-only key file (0400) is fine");
+}
+
+#[test]
+fn debug_output_holds_no_key_or_token() {
+    let (_dir, path) = temp_db();
+    let options = options(KEY_A);
+    let store = SledStore::open(&path, options.clone()).expect("open");
+    store.save(&snapshot_with_grant(&id("a"), 1), Durability::Flushed).expect("save");
+    let text = format!("{options:?} {store:?} {:?}", store.load(&id("a")).expect("load"));
+    assert!(!text.contains(ACCESS_TOKEN) && !text.contains(REFRESH_TOKEN) && !text.contains(FEED_TOKEN), "{text}");
+    assert!(!text.contains("165") && !text.contains("0xa5") && !text.contains("pWWl"), "no key bytes: {text}");
+}
