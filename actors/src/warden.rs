@@ -109,7 +109,7 @@ impl SessionSpec {
 /// Where the `Warden` keeps its snapshots.
 enum StoreChoice {
     Memory,
-    Path(PathBuf),
+    Path(PathBuf, warden_adapters::SledOptions),
     Given(Arc<dyn Store>),
 }
 
@@ -130,8 +130,15 @@ impl std::fmt::Debug for WardenBuilder {
 impl WardenBuilder {
     /// Keep snapshots in a sled database at `path` (encrypted; see `docs/store.md`).
     #[must_use]
-    pub fn store_path(mut self, path: impl AsRef<Path>) -> WardenBuilder {
-        self.store = StoreChoice::Path(path.as_ref().to_path_buf());
+    pub fn store_path(self, path: impl AsRef<Path>) -> WardenBuilder {
+        self.store_path_with(path, warden_adapters::SledOptions::default())
+    }
+
+    /// Keep snapshots in a sled database at `path`, opened with `options` (key source, flush policy,
+    /// log retention).
+    #[must_use]
+    pub fn store_path_with(mut self, path: impl AsRef<Path>, options: warden_adapters::SledOptions) -> WardenBuilder {
+        self.store = StoreChoice::Path(path.as_ref().to_path_buf(), options);
         self
     }
 
@@ -172,12 +179,12 @@ impl WardenBuilder {
 
     /// Opens the store and starts the supervisor. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Warden, WardenError> {
+        let clock = self.clock.unwrap_or_else(Clock::system);
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Memory => Arc::new(warden_adapters::MemoryStore::new()),
             StoreChoice::Given(store) => store,
-            StoreChoice::Path(path) => open_sled(&path)?,
+            StoreChoice::Path(path, options) => open_sled(&path, options.clock(Arc::new(move || clock.now())))?,
         };
-        let clock = self.clock.unwrap_or_else(Clock::system);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let env = Arc::new(Env { clock, store, events });
         let (supervisor, _join) = Actor::spawn(None, Supervisor, self.seed)
@@ -200,7 +207,7 @@ impl WardenBuilder {
 /// one's actors are still winding down shares the open database instead of failing on sled's lock.
 static OPEN_STORES: Mutex<Vec<(PathBuf, Weak<warden_adapters::SledStore>)>> = Mutex::new(Vec::new());
 
-fn open_sled(path: &Path) -> Result<Arc<dyn Store>, WardenError> {
+fn open_sled(path: &Path, options: warden_adapters::SledOptions) -> Result<Arc<dyn Store>, WardenError> {
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut open = OPEN_STORES.lock().map_err(|_| StoreError::Io {
         path: path.display().to_string(),
@@ -210,7 +217,7 @@ fn open_sled(path: &Path) -> Result<Arc<dyn Store>, WardenError> {
     if let Some(store) = open.iter().find(|(p, _)| *p == key).and_then(|(_, s)| s.upgrade()) {
         return Ok(store);
     }
-    let store = Arc::new(warden_adapters::SledStore::open(path, warden_adapters::SledOptions::default())?);
+    let store = Arc::new(warden_adapters::SledStore::open(path, options)?);
     let key = std::fs::canonicalize(path).unwrap_or(key);
     open.push((key, Arc::downgrade(&store)));
     Ok(store)
