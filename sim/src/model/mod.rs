@@ -1,0 +1,705 @@
+//! In-process broker models: [`BrokerModel`] implements [`warden_engine::Broker`] and enforces one
+//! broker's rules, so the simulator can run the real engine against it in virtual time.
+//!
+//! A model is built from a [`BrokerSpec`] (each broker's defaults from BROKERS.md, overridable by a
+//! scenario's `[broker]` table) and a seed. It never reads a clock: every call carries the wall-clock
+//! `now` (for a workload request, the instant it was sent), and every time-based broker event — an
+//! early expiry, a silent de-authentication, a reset, a competing login, an idle timeout, an outage — is
+//! applied when a call arrives with a `now` past it:
+//!
+//! - Scheduled events that end the session and the daily/weekly resets are known in advance, so each
+//!   token's death (instant and reason) is fixed when it is issued: the first event or reset after its
+//!   issue. Judging a token is then two comparisons, whatever order calls arrive in.
+//! - What depends on the calls themselves (an idle timeout, a competing hold, a lock-out, a superseded or
+//!   rotated token, rate limits) is updated as calls arrive.
+//!
+//! Login, refresh, keep-alive and logout sleep for their latency with `tokio::time::sleep` (virtual time
+//! under tokio's paused clock) and stamp grants with the `now` passed in; a token is born, for the
+//! model's own bookkeeping, at `now + latency`. [`BrokerModel::request`] is the workload's call: it does
+//! not sleep but returns the latency it sampled, judges the token at arrival (`sent_at + latency`), and is
+//! O(1) and allocation-free when it succeeds.
+//!
+//! ```
+//! use warden_engine::UnixMs;
+//! use warden_sim::model::{BrokerModel, BrokerSpec, ModelKind, ModelRequest};
+//!
+//! let model = BrokerModel::new(BrokerSpec::preset(ModelKind::Saxo), 7);
+//! let response = model.request(UnixMs::from_millis(0), "not-a-token", &ModelRequest::read(0));
+//! assert!(response.result.is_err());
+//! assert_eq!(model.stats().unknown_tokens, 1);
+//! ```
+
+mod limit;
+mod spec;
+mod stats;
+mod wire;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use warden_engine::rng::SplitMix64;
+use warden_engine::{
+    BoxFuture, Broker, BrokerError, Capabilities, ErrorClass, Grant, KeepaliveStatus, LoginRequest, UnixMs,
+};
+
+use limit::Limiter;
+pub use spec::{
+    Affects, BrokerEvent, BrokerSpec, ErrorRates, EventKind, Latency, Limit, Lockout, ModelKind, Outage, OutageMode,
+    RateLimit, TokenExpiry, WeeklyReset, Window, window_at,
+};
+pub use stats::ModelStats;
+pub use wire::{
+    CODE_ACCOUNT_LOCKED, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS, CODE_INVALID_GRANT,
+    CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION, CODE_OPENALGO_EXPIRED, CODE_SECOND_FACTOR,
+    classify,
+};
+
+/// Which entry of the workload's request mix a request comes from (an index into the scenario's
+/// `[[workload.mix]]`); the model only uses it as a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct KindId(pub u16);
+
+/// A workload request, as the broker sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelRequest {
+    /// Which kind of request (a mix entry).
+    pub kind: KindId,
+    /// Whether executing it twice is harmless (a quote) or not (an order).
+    pub idempotent: bool,
+    /// The operation's identity: a non-idempotent operation executed twice is a duplicate order.
+    pub op_id: u64,
+}
+
+impl ModelRequest {
+    /// An idempotent request of kind 0.
+    pub fn read(op_id: u64) -> ModelRequest {
+        ModelRequest { kind: KindId(0), idempotent: true, op_id }
+    }
+
+    /// A non-idempotent request (an order) of kind 0.
+    pub fn order(op_id: u64) -> ModelRequest {
+        ModelRequest { kind: KindId(0), idempotent: false, op_id }
+    }
+}
+
+/// What the broker answered a workload request, and how long the answer took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelResponse {
+    /// The round trip: the caller sees the answer at `sent_at + latency`.
+    pub latency: Duration,
+    /// The answer.
+    pub result: Result<(), BrokerError>,
+}
+
+/// Why the broker stopped accepting a token before its declared expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// An intraday invalidation the broker reports (Kotak `900901`).
+    EarlyExpiry,
+    /// A silent de-authentication.
+    SilentDeauth,
+    /// Another login took the account.
+    CompetingLogin,
+    /// A daily or weekly reset.
+    Reset,
+    /// The session idled out without keep-alive or requests.
+    IdleTimeout,
+    /// A newer login of the same account replaced it.
+    Superseded,
+    /// A refresh token that was used (refresh rotates the pair).
+    Rotated,
+    /// Logged out.
+    LoggedOut,
+}
+
+impl Revocation {
+    fn of(kind: EventKind) -> Revocation {
+        match kind {
+            EventKind::EarlyExpiry => Revocation::EarlyExpiry,
+            EventKind::SilentDeauth => Revocation::SilentDeauth,
+            EventKind::CompetingLogin => Revocation::CompetingLogin,
+        }
+    }
+}
+
+/// Whether the broker would accept a token at an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenVerdict {
+    /// Accepted.
+    Accepted,
+    /// Past its declared expiry (presenting it is warden's fault).
+    Expired,
+    /// Revoked before its declared expiry.
+    Revoked(Revocation),
+    /// Never issued by this model.
+    Unknown,
+}
+
+/// One issued token (access or refresh).
+#[derive(Debug)]
+struct TokenRecord {
+    text: String,
+    refresh: bool,
+    /// When the broker issued it (`now + latency` of the call that made it).
+    born_at: UnixMs,
+    /// The declared expiry (what the grant says).
+    expires_at: UnixMs,
+    /// When it stops being accepted before that, and why.
+    dies_at: UnixMs,
+    death: Option<Revocation>,
+}
+
+impl TokenRecord {
+    fn verdict(&self, at: UnixMs) -> TokenVerdict {
+        if at >= self.expires_at {
+            TokenVerdict::Expired
+        } else if at >= self.dies_at {
+            TokenVerdict::Revoked(self.death.unwrap_or(Revocation::Reset))
+        } else {
+            TokenVerdict::Accepted
+        }
+    }
+
+    /// Ends the token at `at` for `why`, unless it ends earlier anyway.
+    fn kill(&mut self, at: UnixMs, why: Revocation) {
+        if at < self.dies_at {
+            self.dies_at = at;
+            self.death = Some(why);
+        }
+    }
+}
+
+/// The mutable state of a model.
+#[derive(Debug)]
+struct State {
+    rng: SplitMix64,
+    tokens: Vec<TokenRecord>,
+    /// Indices of tokens that may still be alive (pruned on login and refresh).
+    live: Vec<usize>,
+    /// The access token of the latest login or refresh.
+    current: Option<usize>,
+    /// The first scheduled event not yet applied.
+    next_event: usize,
+    /// Another login holds the account until a login takes it over.
+    held_by_other: bool,
+    last_activity: UnixMs,
+    login_limiter: Limiter,
+    request_limiter: Limiter,
+    wrong_streak: u32,
+    locked_until: UnixMs,
+    executed: HashSet<u64>,
+    stats: ModelStats,
+}
+
+struct Inner {
+    spec: BrokerSpec,
+    label: String,
+    state: Mutex<State>,
+}
+
+/// A simulated broker account. Cheap to clone (clones share the account); deterministic for a seed and
+/// a sequence of calls.
+#[derive(Clone)]
+pub struct BrokerModel {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BrokerModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerModel").field("kind", &self.inner.spec.kind).field("label", &self.inner.label).finish()
+    }
+}
+
+/// Preallocated room for executed operation ids.
+const EXECUTED_CAPACITY: usize = 1 << 14;
+
+impl BrokerModel {
+    /// A model of one account, labelled with the model's name.
+    pub fn new(spec: BrokerSpec, seed: u64) -> BrokerModel {
+        let label = spec.kind.name().to_owned();
+        BrokerModel::with_label(spec, seed, label)
+    }
+
+    /// A model of one account whose tokens carry `label` (a session or host name).
+    pub fn with_label(spec: BrokerSpec, seed: u64, label: impl Into<String>) -> BrokerModel {
+        let state = State {
+            rng: SplitMix64::new(seed),
+            tokens: Vec::new(),
+            live: Vec::new(),
+            current: None,
+            next_event: 0,
+            held_by_other: false,
+            last_activity: UnixMs::from_millis(i64::MIN),
+            login_limiter: Limiter::new(&spec.login_limit),
+            request_limiter: Limiter::new(&spec.request_limit),
+            wrong_streak: 0,
+            locked_until: UnixMs::from_millis(i64::MIN),
+            executed: HashSet::with_capacity(EXECUTED_CAPACITY),
+            stats: ModelStats::default(),
+        };
+        BrokerModel { inner: Arc::new(Inner { spec, label: label.into(), state: Mutex::new(state) }) }
+    }
+
+    /// The rules this model enforces.
+    pub fn spec(&self) -> &BrokerSpec {
+        &self.inner.spec
+    }
+
+    /// The label its tokens carry.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// What the engine's presets should know about this broker ([`BrokerSpec::hints`]).
+    pub fn hints(&self) -> warden_engine::policy::BrokerHints {
+        self.inner.spec.hints()
+    }
+
+    /// The token lifetime policies are checked against ([`BrokerSpec::nominal_lifetime`]).
+    pub fn token_lifetime(&self) -> Duration {
+        self.inner.spec.nominal_lifetime()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ModelStats {
+        self.lock().stats
+    }
+
+    /// Whether the broker would accept `token` for a request arriving at `at`. Changes nothing and
+    /// counts nothing: for assertions.
+    pub fn verdict(&self, token: &str, at: UnixMs) -> TokenVerdict {
+        let state = self.lock();
+        let Some(index) = state.find(token, false) else { return TokenVerdict::Unknown };
+        let verdict = state.tokens[index].verdict(at);
+        // An idle timeout not yet applied (no call has arrived since) still counts.
+        if verdict == TokenVerdict::Accepted
+            && let Some(idle_death) = state.pending_idle_death(&self.inner.spec)
+            && at >= idle_death
+            && state.tokens[index].born_at < idle_death
+            && state.live.contains(&index)
+        {
+            return TokenVerdict::Revoked(Revocation::IdleTimeout);
+        }
+        verdict
+    }
+
+    /// Whether the broker would accept `token` at `at` ([`BrokerModel::verdict`] is `Accepted`).
+    pub fn is_accepted(&self, token: &str, at: UnixMs) -> bool {
+        self.verdict(token, at) == TokenVerdict::Accepted
+    }
+
+    /// A workload request sent at `sent_at` with `token`. Samples the round trip, judges the token when
+    /// the request arrives (`sent_at + latency`) and answers; it does not sleep.
+    pub fn request(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> ModelResponse {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.stats.requests_seen += 1;
+        let mut latency = spec.request_latency.sample(&mut state.rng);
+        let at = sent_at.saturating_add(latency);
+        state.advance(spec, at);
+        if let Some(outage) = window_at(&spec.outages, at, |o| o.window).filter(|o| o.affects.requests) {
+            state.stats.outage_errors += 1;
+            let error = match outage.mode {
+                OutageMode::Error => wire::unavailable(),
+                OutageMode::Hang(hang) => {
+                    latency = hang;
+                    wire::hung()
+                }
+            };
+            return ModelResponse { latency, result: Err(error) };
+        }
+        if let Err(wait) = state.request_limiter.admit(at) {
+            state.stats.rate_limited += 1;
+            return ModelResponse { latency, result: Err(wire::rate_limited(wait)) };
+        }
+        let verdict = match state.find(token, false) {
+            Some(index) => state.tokens[index].verdict(at),
+            None => TokenVerdict::Unknown,
+        };
+        match verdict {
+            TokenVerdict::Accepted => {}
+            rejected => {
+                state.stats.rejections += 1;
+                let error = match rejected {
+                    TokenVerdict::Expired => {
+                        state.stats.dead_token_uses += 1;
+                        wire::token_expired(spec.kind)
+                    }
+                    TokenVerdict::Revoked(Revocation::CompetingLogin) => wire::competing(spec.kind),
+                    TokenVerdict::Unknown => {
+                        state.stats.unknown_tokens += 1;
+                        wire::token_expired(spec.kind)
+                    }
+                    _ => wire::token_rejected(spec.kind, state.rng.next_u64()),
+                };
+                return ModelResponse { latency, result: Err(error) };
+            }
+        }
+        if spec.errors.request > 0.0 && state.rng.next_unit() < spec.errors.request {
+            state.stats.transient_errors += 1;
+            return ModelResponse { latency, result: Err(wire::unavailable()) };
+        }
+        state.last_activity = state.last_activity.max(at);
+        if !req.idempotent {
+            state.stats.orders_executed += 1;
+            if !state.executed.insert(req.op_id) {
+                state.stats.duplicate_orders += 1;
+            }
+            if spec.errors.response_lost > 0.0 && state.rng.next_unit() < spec.errors.response_lost {
+                state.stats.outcome_unknown += 1;
+                return ModelResponse { latency, result: Err(wire::response_lost()) };
+            }
+        }
+        state.stats.requests_ok += 1;
+        ModelResponse { latency, result: Ok(()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held leaves counters, not invariants, half-updated: keep going.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Decides a login arriving at `now`; returns the latency to sleep and the answer.
+    fn decide_login(
+        &self,
+        now: UnixMs,
+        take_over: bool,
+        has_second_factor: bool,
+    ) -> (Duration, Result<Grant, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.stats.login_attempts += 1;
+        state.advance(spec, now);
+        let latency = spec.login_latency.sample(&mut state.rng);
+        let refused = state.refuse_login(spec, now, latency, take_over, has_second_factor);
+        if let Some((latency, error)) = refused {
+            state.stats.login_failures += 1;
+            return (latency, Err(error));
+        }
+        state.wrong_streak = 0;
+        state.held_by_other = false;
+        let born = now.saturating_add(latency);
+        if spec.login_revokes_previous {
+            for &i in &state.live {
+                state.tokens[i].kill(born, Revocation::Superseded);
+            }
+        }
+        state.prune(now);
+        let grant = state.issue_pair(spec, &self.inner.label, now, born, true);
+        state.stats.logins += 1;
+        (latency, Ok(grant))
+    }
+
+    /// Decides a refresh arriving at `now`.
+    fn decide_refresh(&self, now: UnixMs, grant: &Grant) -> (Duration, Result<Grant, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.advance(spec, now);
+        let latency = spec.refresh_latency.sample(&mut state.rng);
+        let answer = state.refresh(spec, &self.inner.label, now, latency, grant);
+        match &answer {
+            Ok(_) => state.stats.refreshes += 1,
+            Err(_) => state.stats.refresh_failures += 1,
+        }
+        answer.map_or_else(|(latency, e)| (latency, Err(e)), |g| (latency, Ok(g)))
+    }
+
+    /// Decides a keep-alive arriving at `now`.
+    fn decide_keepalive(&self, now: UnixMs, grant: &Grant) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.stats.keepalives += 1;
+        state.advance(spec, now);
+        let latency = spec.keepalive_latency.sample(&mut state.rng);
+        let answer = state.keepalive(spec, now, latency, grant);
+        if !matches!(answer, (_, Ok(KeepaliveStatus::Alive))) {
+            state.stats.keepalive_failures += 1;
+        }
+        answer
+    }
+
+    /// Decides a logout arriving at `now`.
+    fn decide_logout(&self, now: UnixMs, grant: &Grant) -> Duration {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.stats.logouts += 1;
+        state.advance(spec, now);
+        let latency = spec.keepalive_latency.sample(&mut state.rng);
+        let texts = [Some(grant.access_token.expose()), grant.refresh_token.as_ref().map(|t| t.expose())];
+        for (refresh, text) in [false, true].into_iter().zip(texts) {
+            if let Some(index) = text.and_then(|t| state.find(t, refresh)) {
+                state.tokens[index].kill(now, Revocation::LoggedOut);
+                if state.current == Some(index) {
+                    state.current = None;
+                }
+            }
+        }
+        latency
+    }
+}
+
+impl State {
+    /// The index of the token with this text, if this model issued it (as a refresh token or not).
+    fn find(&self, text: &str, refresh: bool) -> Option<usize> {
+        let (_, tail) = text.rsplit_once('-')?;
+        let digits = tail.strip_prefix(if refresh { 'r' } else { 'a' })?;
+        let index: usize = digits.parse().ok()?;
+        self.tokens.get(index).filter(|t| t.text == text && t.refresh == refresh).map(|_| index)
+    }
+
+    /// Applies the scheduled events up to `at` and a pending idle timeout.
+    fn advance(&mut self, spec: &BrokerSpec, at: UnixMs) {
+        while let Some(event) = spec.events.get(self.next_event)
+            && event.at <= at
+        {
+            match event.kind {
+                EventKind::EarlyExpiry => self.stats.early_expiries += 1,
+                EventKind::SilentDeauth => self.stats.silent_deauths += 1,
+                EventKind::CompetingLogin => {
+                    self.stats.competing_logins += 1;
+                    self.held_by_other = true;
+                }
+            }
+            self.next_event += 1;
+        }
+        if let Some(death) = self.pending_idle_death(spec)
+            && at > death
+        {
+            for &i in &self.live {
+                if self.tokens[i].born_at < death {
+                    self.tokens[i].kill(death, Revocation::IdleTimeout);
+                }
+            }
+            self.stats.idle_timeouts += 1;
+        }
+    }
+
+    /// When the current session idles out, if it is alive until then and nothing has happened since.
+    fn pending_idle_death(&self, spec: &BrokerSpec) -> Option<UnixMs> {
+        let idle = spec.idle_timeout?;
+        let current = &self.tokens[self.current?];
+        let death = self.last_activity.saturating_add(idle);
+        (current.dies_at > death && current.expires_at > death).then_some(death)
+    }
+
+    /// Why a login arriving at `now` fails, with the latency of the failure; `None` if it succeeds.
+    fn refuse_login(
+        &mut self,
+        spec: &BrokerSpec,
+        now: UnixMs,
+        latency: Duration,
+        take_over: bool,
+        has_second_factor: bool,
+    ) -> Option<(Duration, BrokerError)> {
+        if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.login) {
+            self.stats.outage_errors += 1;
+            return Some(match outage.mode {
+                OutageMode::Error => (latency, wire::unavailable()),
+                OutageMode::Hang(hang) => (hang, wire::hung()),
+            });
+        }
+        if let Err(wait) = self.login_limiter.admit(now) {
+            self.stats.rate_limited += 1;
+            return Some((latency, wire::rate_limited(wait)));
+        }
+        if now < self.locked_until {
+            return Some((latency, wire::account_locked()));
+        }
+        if window_at(&spec.wrong_credentials, now, |w| *w).is_some() {
+            self.wrong_streak += 1;
+            if let Some(lockout) = spec.lockout
+                && self.wrong_streak >= lockout.after
+            {
+                self.locked_until = now.saturating_add(lockout.duration);
+                self.wrong_streak = 0;
+                self.stats.lockouts += 1;
+            }
+            return Some((latency, wire::invalid_credentials(spec.kind)));
+        }
+        if !has_second_factor && window_at(&spec.second_factor, now, |w| *w).is_some() {
+            return Some((latency, wire::second_factor()));
+        }
+        if self.held_by_other && !take_over {
+            return Some((latency, wire::login_competing()));
+        }
+        if spec.errors.login > 0.0 && self.rng.next_unit() < spec.errors.login {
+            self.stats.transient_errors += 1;
+            return Some((latency, wire::unavailable()));
+        }
+        None
+    }
+
+    /// A refresh-token grant: checks the refresh token, rotates the pair.
+    fn refresh(
+        &mut self,
+        spec: &BrokerSpec,
+        label: &str,
+        now: UnixMs,
+        latency: Duration,
+        grant: &Grant,
+    ) -> Result<Grant, (Duration, BrokerError)> {
+        if spec.refresh_lifetime.is_none() {
+            return Err((Duration::ZERO, BrokerError::not_sent("this broker has no refresh grant")));
+        }
+        if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.refresh) {
+            self.stats.outage_errors += 1;
+            return Err(match outage.mode {
+                OutageMode::Error => (latency, wire::unavailable()),
+                OutageMode::Hang(hang) => (hang, wire::hung()),
+            });
+        }
+        if spec.errors.refresh > 0.0 && self.rng.next_unit() < spec.errors.refresh {
+            self.stats.transient_errors += 1;
+            return Err((latency, wire::unavailable()));
+        }
+        let index = grant.refresh_token.as_ref().and_then(|t| self.find(t.expose(), true));
+        let Some(index) = index.filter(|&i| self.tokens[i].verdict(now) == TokenVerdict::Accepted) else {
+            self.stats.refresh_rejections += 1;
+            return Err((latency, wire::invalid_grant()));
+        };
+        self.tokens[index].kill(now, Revocation::Rotated);
+        self.prune(now);
+        let born = now.saturating_add(latency);
+        Ok(self.issue_pair(spec, label, now, born, false))
+    }
+
+    fn keepalive(
+        &mut self,
+        spec: &BrokerSpec,
+        now: UnixMs,
+        latency: Duration,
+        grant: &Grant,
+    ) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        if !spec.keepalive {
+            return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
+        }
+        if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.keepalive) {
+            self.stats.outage_errors += 1;
+            return match outage.mode {
+                OutageMode::Error => (latency, Err(wire::unavailable())),
+                OutageMode::Hang(hang) => (hang, Err(wire::hung())),
+            };
+        }
+        if spec.errors.keepalive > 0.0 && self.rng.next_unit() < spec.errors.keepalive {
+            self.stats.transient_errors += 1;
+            return (latency, Err(wire::unavailable()));
+        }
+        let Some(index) = self.find(grant.access_token.expose(), false) else {
+            return (latency, Err(wire::token_expired(spec.kind)));
+        };
+        let status = match self.tokens[index].verdict(now) {
+            TokenVerdict::Accepted => {
+                self.last_activity = self.last_activity.max(now);
+                KeepaliveStatus::Alive
+            }
+            TokenVerdict::Revoked(Revocation::CompetingLogin) => KeepaliveStatus::Competing,
+            _ => KeepaliveStatus::Unauthenticated,
+        };
+        (latency, Ok(status))
+    }
+
+    /// Forgets tokens that can no longer be accepted.
+    fn prune(&mut self, now: UnixMs) {
+        let tokens = &self.tokens;
+        self.live.retain(|&i| tokens[i].dies_at > now && tokens[i].expires_at > now);
+    }
+
+    /// Issues an access token (and a refresh token, if the model has them) born at `born`, declared from
+    /// `now`, and makes it the current session.
+    fn issue_pair(&mut self, spec: &BrokerSpec, label: &str, now: UnixMs, born: UnixMs, login: bool) -> Grant {
+        let expires_at = match spec.token_expiry {
+            TokenExpiry::After(lifetime) => now.saturating_add(lifetime),
+            TokenExpiry::DailyAt(at) => warden_engine::calendar::next_local_time_after(born, at, &spec.tz),
+        };
+        let access = self.issue(spec, label, false, born, expires_at);
+        let mut grant = Grant::new(self.tokens[access].text.clone(), now);
+        grant.expires_at = Some(expires_at);
+        if let Some(lifetime) = spec.refresh_lifetime {
+            let refresh = self.issue(spec, label, true, born, now.saturating_add(lifetime));
+            grant = grant.with_refresh(self.tokens[refresh].text.clone(), Some(lifetime));
+        }
+        if login {
+            match spec.kind {
+                ModelKind::KotakNeo => grant = grant.with_extra("sid", format!("{label}-sid{access}")),
+                ModelKind::Ibkr => grant = grant.with_extra("ws_cookie", format!("{label}-ws{access}")),
+                _ => {}
+            }
+        }
+        self.current = Some(access);
+        self.last_activity = self.last_activity.max(born);
+        grant
+    }
+
+    fn issue(&mut self, spec: &BrokerSpec, label: &str, refresh: bool, born: UnixMs, expires_at: UnixMs) -> usize {
+        let index = self.tokens.len();
+        let text = format!("{label}-{}{index}", if refresh { 'r' } else { 'a' });
+        let first_event = spec.events.get(spec.events.partition_point(|e| e.at <= born));
+        let mut dies_at = spec.next_reset_after(born);
+        let mut death = (dies_at != UnixMs::MAX).then_some(Revocation::Reset);
+        if let Some(event) = first_event
+            && event.at < dies_at
+        {
+            dies_at = event.at;
+            death = Some(Revocation::of(event.kind));
+        }
+        self.tokens.push(TokenRecord { text, refresh, born_at: born, expires_at, dies_at, death });
+        self.live.push(index);
+        index
+    }
+}
+
+impl Broker for BrokerModel {
+    fn name(&self) -> &str {
+        self.inner.spec.kind.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.spec.capabilities()
+    }
+
+    fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>> {
+        let take_over = request.take_over;
+        let has_second_factor = request.second_factor.is_some();
+        Box::pin(async move {
+            let (latency, answer) = self.decide_login(now, take_over, has_second_factor);
+            tokio::time::sleep(latency).await;
+            answer
+        })
+    }
+
+    fn refresh<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<Grant, BrokerError>> {
+        Box::pin(async move {
+            let (latency, answer) = self.decide_refresh(now, grant);
+            tokio::time::sleep(latency).await;
+            answer
+        })
+    }
+
+    fn keepalive<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<KeepaliveStatus, BrokerError>> {
+        Box::pin(async move {
+            let (latency, answer) = self.decide_keepalive(now, grant);
+            tokio::time::sleep(latency).await;
+            answer
+        })
+    }
+
+    fn logout<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let latency = self.decide_logout(now, grant);
+            tokio::time::sleep(latency).await;
+            Ok(())
+        })
+    }
+
+    fn classify(&self, error: &BrokerError) -> ErrorClass {
+        wire::classify(error)
+    }
+}
