@@ -31,6 +31,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod html;
 pub mod model;
 pub mod report;
+pub mod runner;
 pub mod scenario;

@@ -1,0 +1,326 @@
+//! The runner: replays one scenario against the real engine in virtual time and reports what a strategy
+//! would have seen.
+//!
+//! The engine under test is the real one: a `Warden` from warden-actors (supervised session actors, the
+//! lock-free hot path, the engine's state machine) on a `SledStore` in a temporary directory (or a
+//! `MemoryStore` with [`StoreKind::Memory`]), with the scenario's broker models behind the `Broker` trait.
+//! Time is tokio's paused clock on a current-thread runtime: whenever every task waits, tokio jumps to the
+//! next timer, so a trading week replays in a fraction of a second, and the same scenario and seed replay
+//! exactly. The simulated wall clock is a [`Clock`] based at the scenario's `start`.
+//!
+//! The workload issues every request through `SessionHandle::execute`; a request served from the lease
+//! completes at once, one that must wait for the session is spawned and completes later (its delay is the
+//! virtual time it waited). Faults are scheduled tasks: actor panics (`inject_failure`), process restarts
+//! (the `Warden` is dropped without a goodbye and rebuilt on the same store after the downtime), and store
+//! write failures (a `FaultyStore` switch).
+
+mod recorder;
+mod workload;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use warden_actors::{Clock, SessionHandle, SessionSpec, Warden, WardenError};
+use warden_adapters::{FaultyStore, FlushPolicy, KeySource, MemoryStore, SledOptions, SledStore, WriteFaults};
+use warden_engine::rng::SplitMix64;
+use warden_engine::{Policy, PolicyError, Preset, SessionId, Store, StoreError};
+
+use crate::model::{BrokerModel, ModelStats};
+use crate::report::Report;
+use crate::scenario::Scenario;
+use recorder::Recorder;
+pub use recorder::{StateSpan, Timeline};
+use workload::{Workload, WorkloadTotals};
+
+/// Where the engine keeps its snapshots during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// A sled database in a temporary directory (the production store, encrypted).
+    #[default]
+    Sled,
+    /// An in-memory store (faster; persistence is still exercised across restarts).
+    Memory,
+}
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The store.
+    pub store: StoreKind,
+    /// Run with this seed instead of the scenario's.
+    pub seed: Option<u64>,
+    /// Run under this policy preset (with the scenario's overrides) instead of the scenario's.
+    pub preset: Option<Preset>,
+    /// Keep the timeline (state spans, logins, requests over time) for the HTML report.
+    pub timeline: bool,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The report, with its expectations evaluated.
+    pub report: Report,
+    /// The timeline, if asked for.
+    pub timeline: Option<Timeline>,
+}
+
+/// Why a scenario could not be run (as opposed to: it ran and failed an expectation).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The tokio runtime could not be built.
+    #[error("scenario {scenario}: cannot start the runtime: {detail}")]
+    Runtime {
+        /// The scenario.
+        scenario: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The policy preset asked for does not fit the scenario.
+    #[error("scenario {scenario}: policy: {error}")]
+    Policy {
+        /// The scenario.
+        scenario: String,
+        /// What is wrong.
+        error: PolicyError,
+    },
+    /// The store could not be opened.
+    #[error("scenario {scenario}: store: {error}")]
+    Store {
+        /// The scenario.
+        scenario: String,
+        /// What failed.
+        error: StoreError,
+    },
+    /// The engine refused to start a session.
+    #[error("scenario {scenario}: engine: {error}")]
+    Engine {
+        /// The scenario.
+        scenario: String,
+        /// What failed.
+        error: WardenError,
+    },
+}
+
+/// Runs one scenario. Deterministic: the same scenario, options and seed give the same report.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Runtime { scenario: scenario.name.clone(), detail: e.to_string() })?;
+    runtime.block_on(simulate(scenario, options))
+}
+
+/// The parts of a run that survive a simulated process restart.
+struct World {
+    scenario: Scenario,
+    policy: Policy,
+    clock: Clock,
+    store: Arc<dyn Store>,
+    faults: WriteFaults,
+    models: Vec<BrokerModel>,
+    ids: Vec<SessionId>,
+    seed: u64,
+}
+
+impl World {
+    /// Builds a `Warden` on the world's store and opens every session.
+    /// The recorder follows its events from before the first session opens.
+    async fn boot(&self, generation: u64, recorder: &Recorder) -> Result<(Warden, Vec<SessionHandle>), WardenError> {
+        let warden = Warden::builder()
+            .store(self.store.clone())
+            .clock(self.clock)
+            .seed(self.seed.wrapping_add(generation))
+            .build()
+            .await?;
+        recorder.follow(&warden);
+        let mut handles = Vec::with_capacity(self.models.len());
+        for (i, model) in self.models.iter().enumerate() {
+            let spec = SessionSpec::new(self.ids[i].clone(), Arc::new(model.clone()))
+                .with_policy(self.policy.clone())
+                .with_account(model.label().to_owned())
+                .with_seed(self.scenario.session_seed(i));
+            handles.push(warden.open(spec).await?);
+        }
+        Ok((warden, handles))
+    }
+}
+
+async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput, RunError> {
+    let name = scenario.name.clone();
+    let mut scenario = scenario.clone();
+    let seed = options.seed.unwrap_or(scenario.seed);
+    scenario.seed = seed;
+    let preset = options.preset.unwrap_or_else(|| scenario.preset());
+    let policy = match options.preset {
+        Some(preset) => {
+            scenario.policy_for(preset).map_err(|error| RunError::Policy { scenario: name.clone(), error })?
+        }
+        None => scenario.policy.clone(),
+    };
+    let clock = Clock::starting_at(scenario.start);
+    let sessions = scenario.workload.sessions.len().max(1);
+    let models: Vec<BrokerModel> = (0..sessions).map(|i| scenario.model(i)).collect();
+    let ids = models.iter().enumerate().map(|(i, m)| session_id(i, m.label())).collect();
+
+    // The store lives in a temporary directory for the run (and across simulated restarts).
+    let dir = tempfile::tempdir().map_err(|e| RunError::Store {
+        scenario: name.clone(),
+        error: StoreError::Io { path: "a temporary directory".to_owned(), detail: e.to_string() },
+    })?;
+    let faults = WriteFaults::new();
+    let store: Arc<dyn Store> = match options.store {
+        StoreKind::Memory => Arc::new(FaultyStore::with_faults(MemoryStore::new(), faults.clone())),
+        StoreKind::Sled => {
+            let mut key = [0u8; 32];
+            let mut rng = SplitMix64::new(seed);
+            for chunk in key.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            // Durability is not under test in a throw-away directory: flush in the background only.
+            let options = SledOptions::default().key(KeySource::Bytes(key)).flush(FlushPolicy::Never);
+            let sled = SledStore::open(dir.path().join("warden.db"), options)
+                .map_err(|error| RunError::Store { scenario: name.clone(), error })?;
+            Arc::new(FaultyStore::with_faults(sled, faults.clone()))
+        }
+    };
+    let world = Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed });
+    let recorder = Recorder::new(world.scenario.start, options.timeline, world.ids.clone());
+
+    let (warden, handles) =
+        world.boot(0, &recorder).await.map_err(|error| RunError::Engine { scenario: name.clone(), error })?;
+    let handles = Arc::new(ArcSwap::from_pointee(handles));
+    let warden = Arc::new(std::sync::Mutex::new(Some(warden)));
+    let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+    let faults = schedule_faults(world.clone(), handles.clone(), warden.clone(), recorder.clone(), retries.clone());
+    let workload = Workload::new(world.clone(), handles.clone(), recorder.clone());
+    let totals: WorkloadTotals = workload.run().await;
+    for task in faults {
+        task.abort();
+    }
+
+    let end = world.scenario.end.max(world.clock.now());
+    let current = warden.lock().ok().and_then(|mut w| w.take());
+    if let Some(warden) = current {
+        retries.fetch_add(retry_count(&handles.load()), std::sync::atomic::Ordering::Relaxed);
+        recorder.capture_final_states(&handles.load(), end);
+        warden.shutdown(false).await;
+    }
+    // Let the event follower drain what the shutdown published.
+    tokio::task::yield_now().await;
+
+    let mut stats = ModelStats::default();
+    for model in &world.models {
+        stats += model.stats();
+    }
+    let mut report = Report::new(name, seed, preset.name());
+    report.requests_total = totals.issued;
+    report.requests_ok = totals.ok;
+    report.requests_failed = totals.failed;
+    report.outcome_unknown = totals.outcome_unknown;
+    report.requests_retried = retries.load(std::sync::atomic::Ordering::Relaxed);
+    report.max_request_delay_ms = totals.delays.max_ms();
+    report.p99_request_delay_ms = totals.delays.p99_ms();
+    report.logins = stats.logins;
+    report.refreshes = stats.refreshes;
+    report.keepalives = stats.keepalives;
+    report.login_failures = stats.login_failures;
+    report.rejections = stats.rejections;
+    report.dead_token_uses = stats.dead_token_uses;
+    report.duplicate_orders = stats.duplicate_orders;
+    report.refresh_failures = stats.refresh_failures;
+    report.keepalive_failures = stats.keepalive_failures;
+    report.rate_limited = stats.rate_limited;
+    report.account_lockouts = stats.lockouts;
+    report.time_in_state = recorder.time_in_state(end);
+    report.finish();
+    world.scenario.expect.evaluate(&mut report);
+    let timeline = options.timeline.then(|| recorder.timeline(end, totals.buckets));
+    drop(dir);
+    Ok(RunOutput { report, timeline })
+}
+
+/// A valid session id for session `index` with this label.
+fn session_id(index: usize, label: &str) -> SessionId {
+    let clean: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(48)
+        .collect();
+    SessionId::new(format!("s{index}-{clean}")).unwrap_or_else(|_| fallback_id(index))
+}
+
+fn fallback_id(index: usize) -> SessionId {
+    match SessionId::new(format!("s{index}")) {
+        Ok(id) => id,
+        Err(_) => SessionId::new("s").unwrap_or_else(|_| fallback_id(index)),
+    }
+}
+
+fn retry_count(handles: &[SessionHandle]) -> u64 {
+    handles.iter().map(|h| h.stats().retries).sum()
+}
+
+/// Schedules the scenario's faults as tasks.
+fn schedule_faults(
+    world: Arc<World>,
+    handles: Arc<ArcSwap<Vec<SessionHandle>>>,
+    warden: Arc<std::sync::Mutex<Option<Warden>>>,
+    recorder: Recorder,
+    retries: Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let clock = world.clock;
+    for fault in world.scenario.faults.panics.clone() {
+        let handles = handles.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(clock.instant_at(fault.at)).await;
+            let current = handles.load();
+            for (i, handle) in current.iter().enumerate() {
+                if fault.session.is_none_or(|s| s == i) {
+                    let _ = handle.inject_failure("scenario fault: actor panic").await;
+                }
+            }
+        }));
+    }
+    for window in world.scenario.faults.store_write_failures.clone() {
+        let faults = world.faults.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(clock.instant_at(window.from)).await;
+            faults.set_failing(true);
+            tokio::time::sleep_until(clock.instant_at(window.to)).await;
+            faults.set_failing(false);
+        }));
+    }
+    let restarts = world.scenario.faults.restarts.clone();
+    if !restarts.is_empty() {
+        tasks.push(tokio::spawn(async move {
+            for (n, fault) in restarts.iter().enumerate() {
+                tokio::time::sleep_until(clock.instant_at(fault.at)).await;
+                // The process dies: no logout, no final flush, in-flight calls lost with it.
+                let old = warden.lock().ok().and_then(|mut w| w.take());
+                retries.fetch_add(retry_count(&handles.load()), std::sync::atomic::Ordering::Relaxed);
+                recorder.process_down(&handles.load(), clock.now());
+                handles.store(Arc::new(Vec::new()));
+                drop(old);
+                tokio::time::sleep(fault.downtime).await;
+                recorder.process_up(clock.now());
+                match world.boot(n as u64 + 1, &recorder).await {
+                    Ok((new, fresh)) => {
+                        handles.store(Arc::new(fresh));
+                        if let Ok(mut slot) = warden.lock() {
+                            *slot = Some(new);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the simulated process could not restart");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    tasks
+}
