@@ -223,11 +223,11 @@ fn run_command(
             }
         }
     }
-    if let Some(path) = html_path {
-        if let Err(e) = write_file(path, &html::render(&outputs)) {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    if let Some(path) = html_path
+        && let Err(e) = write_file(path, &html::render(&outputs))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     println!("{} scenario(s), {} passed, {} failed", outputs.len(), outputs.len() - failed.len(), failed.len());
     if failed.is_empty() {
