@@ -161,7 +161,8 @@ pub struct Session {
     /// The newest generation handed out; survives the grant (generations never repeat).
     generation: Generation,
     auth_in_flight: Option<(AttemptId, AuthKind)>,
-    keepalive_in_flight: Option<AttemptId>,
+    /// The keep-alive in flight and the generation of the grant it pings.
+    keepalive_in_flight: Option<(AttemptId, Generation)>,
     waiters: Waiters,
     history: LoginHistory,
     failures: u32,
@@ -337,7 +338,7 @@ impl Session {
 
     /// Whether a keep-alive is in flight.
     pub fn keepalive_in_flight(&self) -> Option<AttemptId> {
-        self.keepalive_in_flight
+        self.keepalive_in_flight.map(|(attempt, _)| attempt)
     }
 
     /// Recent login attempts, oldest first.
@@ -406,6 +407,8 @@ impl Session {
         if self.state.wants_grant() && self.auth_in_flight.is_none() {
             consider(Some(self.gate(self.last_now).0));
         }
+        // `UnixMs::MAX` means "never" (a grant without expiry or cut-off): not a deadline to arm.
+        let next = next.filter(|t| *t != UnixMs::MAX);
         debug_assert!(next.is_none_or(|t| t > self.last_now), "poll_timeout {next:?} not after {}", self.last_now);
         next
     }
@@ -509,7 +512,8 @@ impl Session {
     }
 
     /// A login or refresh finished. Answers naming another attempt than the one in flight are ignored
-    /// (a grant among them is logged out, since nobody will use it).
+    /// (a grant among them is logged out, since nobody will use it). A grant that a daily cut-off has
+    /// already killed (a login issued before it, a refresh of a login from before it) is not installed.
     pub fn handle_auth_completed(&mut self, now: UnixMs, attempt: AttemptId, result: Result<Grant, AuthFailure>) {
         let now = self.enter(now);
         let kind = match self.auth_in_flight {
@@ -533,11 +537,28 @@ impl Session {
         }
         let result = result.and_then(|grant| {
             let dies = grant.expires_at.map(|e| e.saturating_sub(self.policy.expiry_margin));
-            match dies {
-                Some(dies) if dies <= now => Err(AuthFailure::new(
+            if dies.is_some_and(|dies| dies <= now) {
+                return Err(AuthFailure::new(
                     ErrorClass::Transient,
                     "the broker returned a token that expires within the expiry margin",
-                )),
+                ));
+            }
+            // Rule 1: a token issued before the last daily cut-off is dead. A login counts from its
+            // issue time; a refresh continues the chain of the grant it refreshed, which must still be
+            // installed (a cut-off, an idle timeout or a reset dropped it meanwhile) and younger than
+            // the last cut-off. Refusing a refresh this way is a refresh rejection: a login follows.
+            match kind {
+                AuthKind::Login if self.cut_off_since(grant.issued_at, now) => {
+                    Err(AuthFailure::new(ErrorClass::Transient, "the broker issued the token before the daily cut-off"))
+                }
+                AuthKind::Refresh
+                    if self.installed.as_ref().is_none_or(|i| self.cut_off_since(i.logged_in_at, now)) =>
+                {
+                    Err(AuthFailure::new(
+                        ErrorClass::AuthExpired,
+                        "the refreshed grant belongs to a login before the daily cut-off, or was dropped",
+                    ))
+                }
                 _ => Ok(grant),
             }
         });
@@ -548,7 +569,7 @@ impl Session {
         self.finish(now);
     }
 
-    /// A keep-alive ping finished.
+    /// A keep-alive ping finished. An answer about an older grant than the current one changes nothing.
     pub fn handle_keepalive_completed(
         &mut self,
         now: UnixMs,
@@ -556,12 +577,14 @@ impl Session {
         result: Result<KeepaliveStatus, AuthFailure>,
     ) {
         let now = self.enter(now);
-        if self.keepalive_in_flight != Some(attempt) {
+        let Some((_, pinged)) = self.keepalive_in_flight.filter(|(current, _)| *current == attempt) else {
             self.finish(now);
             return;
-        }
+        };
         self.keepalive_in_flight = None;
-        if !self.state.kind().token_usable() {
+        // An answer about an older grant says nothing about the current one (rule 3).
+        let current = self.installed.as_ref().filter(|i| !i.access_dead).map(|i| i.generation);
+        if !self.state.kind().token_usable() || current != Some(pinged) {
             self.finish(now);
             return;
         }
@@ -761,10 +784,10 @@ impl Session {
                     && self.keepalive_in_flight.is_none()
                     && self.auth_in_flight.is_none()
                     && self.capabilities.keepalive
-                    && let Some(grant) = self.installed.as_ref().map(|i| i.grant.clone())
+                    && let Some((grant, generation)) = self.installed.as_ref().map(|i| (i.grant.clone(), i.generation))
                 {
                     let attempt = self.new_attempt();
-                    self.keepalive_in_flight = Some(attempt);
+                    self.keepalive_in_flight = Some((attempt, generation));
                     if let Some(active) = self.state.active_mut() {
                         active.keepalive_at = None;
                     }
@@ -781,6 +804,12 @@ impl Session {
             State::Reinitializing | State::Initializing => self.start_auth_if_due(now),
             _ => false,
         }
+    }
+
+    /// Whether a daily cut-off lies between `logged_in_at` and `now`: a login (and every refresh of it)
+    /// from before it is dead.
+    fn cut_off_since(&self, logged_in_at: UnixMs, now: UnixMs) -> bool {
+        self.policy.daily_cutoff.as_ref().is_some_and(|c| next_local_time_after(logged_in_at, c.at, &c.tz) <= now)
     }
 
     /// When the idle timeout ends the session, if it has one.
@@ -802,7 +831,10 @@ impl Session {
 
     /// Refresh when the broker has one and the refresh token still works, unless a login is required.
     fn next_auth_kind(&self, now: UnixMs) -> AuthKind {
-        let refreshable = self.installed.as_ref().is_some_and(|i| !i.refresh_dead && i.grant.can_refresh(now));
+        let refreshable = self
+            .installed
+            .as_ref()
+            .is_some_and(|i| !i.refresh_dead && i.grant.can_refresh(now) && !self.cut_off_since(i.logged_in_at, now));
         if self.capabilities.refresh && refreshable && !self.force_login { AuthKind::Refresh } else { AuthKind::Login }
     }
 
