@@ -33,11 +33,17 @@ impl std::fmt::Debug for AccountLimiter {
 }
 
 impl AccountLimiter {
-    /// A limiter allowing `rate.max` requests per `rate.per`, in bursts of up to `rate.max`.
+    /// A limiter that never lets more than `rate.max` requests into any window of length `rate.per`
+    /// (what brokers count), allowing bursts of a quarter of that.
+    ///
+    /// GCRA lets `burst + window / period` cells into a window, so `period` is chosen for
+    /// `burst + sustained = max`: bursts of `max / 4` (at least 1), then `max − burst` per window, spread.
     pub fn new(account: impl Into<String>, rate: Rate, clock: Clock) -> AccountLimiter {
-        let max = NonZeroU32::new(rate.max).unwrap_or(NonZeroU32::MIN);
-        let period = (rate.per.0 / max.get()).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(max)).allow_burst(max);
+        let (burst, sustained) = shape(rate.max);
+        // A millisecond of slack: brokers count with millisecond clocks and either window edge.
+        let period = rate.per.0 / sustained + Duration::from_millis(1);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(burst)).allow_burst(burst);
         AccountLimiter { account: account.into(), limiter: RateLimiter::direct_with_clock(quota, clock), clock }
     }
 
@@ -62,5 +68,44 @@ impl AccountLimiter {
                 }
             }
         }
+    }
+}
+
+/// The burst and the sustained count per window of a limit of `max` per window.
+fn shape(max: u32) -> (u32, u32) {
+    let max = max.max(1);
+    let burst = (max / 4).max(1);
+    (burst, max.saturating_sub(burst).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_plus_sustained_never_exceeds_the_limit() {
+        for max in [1, 2, 3, 4, 5, 10, 50, 120, 1000] {
+            let (burst, sustained) = shape(max);
+            assert!(burst >= 1 && sustained >= 1);
+            assert!(burst + sustained <= max.max(2), "max {max}: {burst} + {sustained}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_window_of_the_limit_ever_holds_more_than_max() {
+        let clock = Clock::starting_at(warden_engine::UnixMs::from_millis(0));
+        let limiter = AccountLimiter::new("acct", Rate::new(10, Duration::from_secs(1)), clock);
+        let mut admitted = Vec::new();
+        let deadline = clock.monotonic_now() + Duration::from_secs(3600);
+        for _ in 0..200 {
+            assert!(limiter.acquire(deadline).await);
+            admitted.push(clock.now().as_millis());
+        }
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..].iter().take_while(|u| **u < t + 1000).count();
+            assert!(in_window <= 10, "{in_window} requests within 1 s from {t} ms");
+        }
+        // And the limiter is not needlessly slow: 200 requests take well under 40 s.
+        assert!(*admitted.last().unwrap_or(&0) < 30_000);
     }
 }

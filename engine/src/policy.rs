@@ -10,7 +10,7 @@
 //! | `scheduled` | re-logs in every `max_session_age` (8 h) |
 //! | `daily` | logs in again after the broker's daily cut-off |
 //! | `keepalive` | pings every `keepalive_interval` and re-initialises when a ping says the session died |
-//! | `hybrid` | warden's default: all of the above together (scheduled re-login only if you set an age) |
+//! | `hybrid` | warden's default: all of the above, demand-aware — refreshes before expiry while the session is in use (the first request within `lazy_threshold` of expiry starts it), pings, honours the broker's cut-off and request limit, re-logs in at once after a kill, lets an unused session lapse (`idle_timeout`); scheduled re-login only if you set an age |
 //!
 //! A policy file names a preset and overrides any setting; nested tables (`backoff`, `login_rate`,
 //! `daily_cutoff`) are replaced as a whole. Optional settings are switched off with `"off"`.
@@ -143,7 +143,9 @@ impl Default for Backoff {
     fn default() -> Backoff {
         Backoff {
             min: HumanDuration(Duration::from_secs(5)),
-            max: HumanDuration(Duration::from_secs(300)),
+            // A minute: after an outage, renewal resumes within a minute of the broker coming back.
+            // Logins are also held to `login_rate`, so a short backoff cannot hammer an account.
+            max: HumanDuration(Duration::from_secs(60)),
             multiplier: 2.0,
             jitter: 0.2,
         }
@@ -305,6 +307,8 @@ pub struct BrokerHints {
     pub keepalive_interval: Option<Duration>,
     /// The broker's daily (or nightly) reset.
     pub daily_reset: Option<DailyCutoff>,
+    /// The broker's request limit per account (the hybrid preset stays under it).
+    pub request_rate: Option<Rate>,
 }
 
 /// A setting that can be switched off with `"off"` (or `false`); the wire form of optional settings.
@@ -546,10 +550,15 @@ impl Policy {
                 Policy { keepalive_interval, keepalive_failures_before_expired: 1, mode: Mode::Eager, ..base }
             }
             Preset::Hybrid => Policy {
-                refresh_buffer,
+                // Proactive, but only for a session in use: the first request within a minute of expiry
+                // starts the refresh and is served with the still-valid token; an unused token lapses and
+                // costs nothing. (A timer-driven `refresh_buffer` would refresh unused tokens too.)
+                refresh_buffer: None,
                 lazy_threshold: Some(Duration::from_secs(60)),
                 keepalive_interval,
                 daily_cutoff: hints.daily_reset.clone(),
+                idle_timeout: Some(Duration::from_secs(3600)),
+                request_rate: hints.request_rate,
                 mode: Mode::Eager,
                 ..base
             },
@@ -754,9 +763,13 @@ mod tests {
         assert_eq!(Policy::preset(Preset::Daily).daily_cutoff.unwrap().tz.name(), "Asia/Kolkata");
         assert!(Policy::preset(Preset::Keepalive).keepalive_interval.is_some());
         let hybrid = Policy::default();
+        assert!(hybrid.refresh_buffer.is_none(), "hybrid refreshes on demand, not by timer");
         assert!(
-            hybrid.refresh_buffer.is_some() && hybrid.lazy_threshold.is_some() && hybrid.keepalive_interval.is_some()
+            hybrid.lazy_threshold.is_some() && hybrid.keepalive_interval.is_some() && hybrid.idle_timeout.is_some()
         );
+        let hints = BrokerHints { request_rate: Some(Rate::new(10, Duration::from_secs(1))), ..BrokerHints::default() };
+        assert_eq!(Policy::preset_for(Preset::Hybrid, &hints).request_rate, hints.request_rate);
+        assert_eq!(Policy::preset_for(Preset::Reactive, &hints).request_rate, None, "peers do not throttle");
         assert_eq!(hybrid.mode, Mode::Eager);
     }
 
@@ -806,7 +819,7 @@ mod tests {
         let b = Backoff::default();
         assert_eq!(b.delay(1, 0.5), Duration::from_secs(5));
         assert_eq!(b.delay(2, 0.5), Duration::from_secs(10));
-        assert_eq!(b.delay(30, 0.5), Duration::from_secs(300));
+        assert_eq!(b.delay(30, 0.5), Duration::from_secs(60));
         assert_eq!(b.delay(1, 0.0), Duration::from_secs(4));
         assert!(b.delay(1, 0.999_999) <= Duration::from_secs(6));
     }

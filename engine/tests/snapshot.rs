@@ -23,13 +23,13 @@ fn round_trip(snapshot: &Snapshot) -> Snapshot {
 }
 
 /// The state a session restored at the instant of its snapshot must be in.
-fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec, idle_passed: bool) -> bool {
+fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec) -> bool {
     match saved {
         StateKind::Valid | StateKind::ExpiringSoon => restored.token_usable(),
         StateKind::Invalid => restored == StateKind::Invalid,
         // Calls in flight died with the process: the session wants a grant again, and asks for one at
-        // once only in eager mode (and not after an idle timeout).
-        _ if spec.mode == Mode::Lazy || idle_passed => restored == StateKind::Expired,
+        // once only in eager mode (idleness counts from the restart).
+        _ if spec.mode == Mode::Lazy => restored == StateKind::Expired,
         _ => restored == StateKind::Reinitializing,
     }
 }
@@ -64,7 +64,7 @@ proptest! {
         prop_assert_eq!(again.consecutive_rejections, saved.consecutive_rejections);
         prop_assert_eq!(again.retry_not_before, saved.retry_not_before);
         prop_assert_eq!(again.take_over, saved.take_over);
-        prop_assert_eq!(again.last_activity, saved.last_activity);
+        prop_assert_eq!(again.last_activity, now, "idleness counts from the restart");
         // The login history is kept; a login the restore itself started is added at `now`.
         let logged_in_now = outputs.iter().any(|o| matches!(o, Output::Login { .. }));
         let mut attempts = saved.login_attempts.clone();
@@ -73,11 +73,8 @@ proptest! {
         }
         let kept = again.login_attempts.len();
         prop_assert_eq!(&again.login_attempts[..], &attempts[attempts.len() - kept..]);
-        let idle_passed = spec.idle_timeout_s.is_some_and(|s| {
-            saved.last_activity.saturating_add(Duration::from_secs(s)) <= now
-        });
         prop_assert!(
-            restored_kind_is_expected(saved.state, restored.state(), &spec, idle_passed),
+            restored_kind_is_expected(saved.state, restored.state(), &spec),
             "saved {}, restored {} ({:?})", saved.state, restored.state(), spec.mode
         );
         if restored.state() == StateKind::Valid {

@@ -57,6 +57,9 @@ enum Command {
         /// Print only failures and the summary.
         #[arg(long)]
         quiet: bool,
+        /// Print every engine event to standard error as it happens.
+        #[arg(long)]
+        events: bool,
     },
     /// Replay one scenario under several policy presets and print them side by side.
     Compare {
@@ -97,8 +100,15 @@ impl From<StoreArg> for StoreKind {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { paths, json, html, seed, seeds, policy, store, quiet } => {
-            run_command(&paths, json.as_deref(), html.as_deref(), seed, seeds.max(1), policy, store.into(), quiet)
+        Command::Run { paths, json, html, seed, seeds, policy, store, quiet, events } => {
+            let options = RunOptions {
+                store: store.into(),
+                preset: policy,
+                timeline: html.is_some(),
+                print_events: events,
+                seed,
+            };
+            run_command(&paths, json.as_deref(), html.as_deref(), seeds.max(1), options, quiet)
         }
         Command::Compare { file, policies, json, seed, store } => {
             compare_command(&file, &policies, json.as_deref(), seed, store.into())
@@ -141,15 +151,12 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_command(
     paths: &[PathBuf],
     json: Option<&Path>,
     html_path: Option<&Path>,
-    seed: Option<u64>,
     seeds: u64,
-    preset: Option<Preset>,
-    store: StoreKind,
+    base: RunOptions,
     quiet: bool,
 ) -> ExitCode {
     let scenarios = match load_all(paths) {
@@ -166,14 +173,13 @@ fn run_command(
     let mut outputs: Vec<(Report, Option<Timeline>)> = Vec::new();
     let mut failed = Vec::new();
     for (n, (file, scenario)) in scenarios.iter().enumerate() {
-        let first = seed.unwrap_or(scenario.seed);
+        let first = base.seed.unwrap_or(scenario.seed);
         let mut worst: Option<RunOutput> = None;
         for offset in 0..seeds {
             if progress {
                 eprint!("\r\x1b[2K[{}/{total}] {} (seed {})", n + 1, scenario.name, first.wrapping_add(offset));
             }
-            let options =
-                RunOptions { store, seed: Some(first.wrapping_add(offset)), preset, timeline: html_path.is_some() };
+            let options = RunOptions { seed: Some(first.wrapping_add(offset)), ..base.clone() };
             match run(scenario, &options) {
                 Ok(output) => {
                     if worst.as_ref().is_none_or(|w| worse(&output.report, &w.report)) {
@@ -260,7 +266,7 @@ fn compare_command(
         if progress {
             eprint!("\r\x1b[2K[{}/{}] {} under {preset}", n + 1, presets.len(), scenario.name);
         }
-        let options = RunOptions { store, seed, preset: Some(*preset), timeline: false };
+        let options = RunOptions { store, seed, preset: Some(*preset), ..RunOptions::default() };
         match run(&scenario, &options) {
             Ok(output) => reports.push(output.report),
             Err(e) => {

@@ -62,7 +62,10 @@ fn the_base_scenario_is_valid() {
     let s = Scenario::parse(BASE, ORIGIN).unwrap();
     assert_eq!(s.duration, Duration::from_secs(2 * 86_400));
     assert_eq!(s.broker.kind, ModelKind::Saxo);
-    assert_eq!(s.policy.refresh_buffer, Some(Duration::from_secs(30)), "saxo's hint fills the preset");
+    let proactive = s.policy_for(warden_engine::Preset::Proactive).unwrap();
+    assert_eq!(proactive.refresh_buffer, Some(Duration::from_secs(30)), "saxo's hint fills the preset");
+    let limit = s.policy.request_rate.expect("hybrid keeps under saxo's request limit");
+    assert_eq!((limit.max, limit.per.0), (120, Duration::from_secs(60)));
     assert_eq!(s.workload.open_windows.len(), 2);
     assert_eq!(s.expect.len(), 1);
 }

@@ -57,8 +57,6 @@ enum State {
     ExpiringSoon(Active),
     /// Nothing usable, nothing wanted yet.
     Expired {
-        /// Why the last grant stopped being usable.
-        reason: Reason,
         /// When an eager session logs in again after a daily cut-off.
         warmup_at: Option<UnixMs>,
     },
@@ -191,7 +189,7 @@ impl Session {
             id: config.id,
             policy: config.policy,
             capabilities: config.capabilities,
-            state: State::Expired { reason: Reason::Started, warmup_at: None },
+            state: State::Expired { warmup_at: None },
             installed: None,
             generation: Generation::NONE,
             auth_in_flight: None,
@@ -253,7 +251,10 @@ impl Session {
         s.rejections = snapshot.consecutive_rejections;
         s.retry_not_before = snapshot.retry_not_before;
         s.take_over = snapshot.take_over;
-        s.last_activity = snapshot.last_activity.min(now);
+        // Idleness counts from the restart: the stored time only knows the requests the session saw itself,
+        // not those served from the published lease since (the runtime reports those lazily), so judging
+        // idleness by it would let a busy session lapse across a restart.
+        s.last_activity = now;
         s.installed = snapshot.grant.map(|g| Installed {
             grant: Arc::new(g.grant),
             generation: g.generation,
@@ -269,17 +270,16 @@ impl Session {
             }
             _ => match s.installed.as_ref().filter(|i| !i.access_dead) {
                 Some(_) => State::Valid(s.compute_active(now)),
-                None => State::Expired { reason: Reason::Restored, warmup_at: None },
+                None => State::Expired { warmup_at: None },
             },
         };
         s.state = to;
         s.emit(now, EventKind::StateChanged { from: snapshot.state, to: s.state.kind(), reason: Reason::Restored });
         // Deadlines that passed while the process was down take effect now (expiry, cut-off, refresh).
         s.process_deadlines(now);
-        if let State::Expired { reason, .. } = &s.state {
-            let reason = reason.clone();
-            s.wake_if_eager(now, reason);
-        }
+        // By mode: an eager session logs in now, whatever ended its grant while the process was down
+        // (unless it had idled out).
+        s.wake_eager(now);
         s.mark_dirty(Durability::Buffered);
         s.finish(now);
         Ok(s)
@@ -627,8 +627,10 @@ impl Session {
     /// Requests were served from the published lease (the hot path); counts as activity for the idle
     /// timeout.
     pub fn handle_activity(&mut self, now: UnixMs) {
+        // The requests happened before this instant's deadlines are looked at: an idle timeout falling
+        // due now must see them.
+        self.last_activity = now.max(self.last_now);
         let now = self.enter(now);
-        self.last_activity = now;
         self.finish(now);
     }
 
@@ -1075,6 +1077,7 @@ impl Session {
         if !self.state.kind().token_usable() {
             return;
         }
+        let replacing = matches!(self.state, State::ExpiringSoon(_));
         self.revoke(now, reason.clone());
         match reason {
             // A cut-off demands a fresh login; an idle session lets everything go.
@@ -1086,9 +1089,10 @@ impl Session {
             }
         }
         self.mark_dirty(Durability::Flushed);
-        if self.auth_in_flight.is_some() {
-            // The replacement already under way becomes the re-login.
+        if self.auth_in_flight.is_some() || (replacing && reason == Reason::TokenExpired) {
+            // The replacement already under way (or backing off) becomes the re-login.
             self.transition(now, State::Reinitializing, reason);
+            self.want_grant(now);
             return;
         }
         let warmup_at = match (&reason, &self.policy.daily_cutoff) {
@@ -1097,7 +1101,7 @@ impl Session {
             }
             _ => None,
         };
-        self.transition(now, State::Expired { reason: reason.clone(), warmup_at }, reason.clone());
+        self.transition(now, State::Expired { warmup_at }, reason.clone());
         if !self.waiters.is_empty() {
             self.transition(now, State::Reinitializing, Reason::Demand);
             self.want_grant(now);
@@ -1106,12 +1110,27 @@ impl Session {
         }
     }
 
-    /// In `Expired`: an eager session that has been active recently logs in again at once (unless a
-    /// warm-up time is set, or it expired for idleness).
+    /// In `Expired`: an eager session whose grant was killed while in use (a rejection, a keep-alive
+    /// saying the session is gone, a competing login) logs in again at once. A token that simply ran out
+    /// unused, an idle session and a daily cut-off (it has its warm-up time) wait for a request: an eager
+    /// re-login nobody asked for is a wasted login, and logins are what brokers limit.
     fn wake_if_eager(&mut self, now: UnixMs, reason: Reason) {
-        let State::Expired { warmup_at: None, .. } = &self.state else { return };
+        let killed = matches!(
+            reason,
+            Reason::Rejected | Reason::KeepaliveUnauthenticated | Reason::KeepaliveFailed | Reason::Competing
+        );
+        if killed {
+            self.wake_eager(now);
+        }
+    }
+
+    /// In `Expired` without a warm-up time: an eager session that has not idled out logs in now.
+    fn wake_eager(&mut self, now: UnixMs) {
         let recently_active = self.idle_at().is_none_or(|t| now < t);
-        if self.policy.mode == Mode::Eager && reason != Reason::Idle && recently_active {
+        if self.policy.mode == Mode::Eager
+            && recently_active
+            && matches!(self.state, State::Expired { warmup_at: None, .. })
+        {
             self.transition(now, State::Reinitializing, Reason::Eager);
             self.want_grant(now);
         }

@@ -556,8 +556,8 @@ pub const TABLE: &[Row] = &[
     Row {
         from: "Valid",
         input: "Tick@expiry",
-        to: "Reinitializing",
-        outputs: &["Refresh", "Publish(none)", "StateChanged", "Revoked", "Persist"],
+        to: "Expired",
+        outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
     },
     Row {
         from: "Valid",
@@ -568,8 +568,8 @@ pub const TABLE: &[Row] = &[
     Row {
         from: "Valid",
         input: "Tick@daily_cutoff",
-        to: "Reinitializing",
-        outputs: &["Login", "Publish(none)", "StateChanged", "Revoked", "Persist"],
+        to: "Expired",
+        outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
     },
     Row {
         from: "Valid",
@@ -690,8 +690,8 @@ pub const TABLE: &[Row] = &[
     Row {
         from: "ExpiringSoon",
         input: "Tick@expiry (backing off, lazy)",
-        to: "Expired",
-        outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
+        to: "Reinitializing",
+        outputs: &["Deferred", "Publish(none)", "StateChanged", "Revoked", "Persist"],
     },
     Row { from: "ExpiringSoon", input: "Request", to: "ExpiringSoon", outputs: &["Serve"] },
     Row {
@@ -705,6 +705,12 @@ pub const TABLE: &[Row] = &[
         from: "ExpiringSoon",
         input: "Rejected(current, AuthExpired)",
         to: "Reinitializing",
+        outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
+    },
+    Row {
+        from: "ExpiringSoon",
+        input: "Rejected(current, AuthExpired) (backing off, lazy)",
+        to: "Expired",
         outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
     },
     Row {

@@ -422,6 +422,17 @@ impl BrokerSpec {
             TokenExpiry::DailyAt(at) => Some(DailyCutoff { at, tz: self.tz.clone(), warmup: None }),
             TokenExpiry::After(_) => None,
         });
+        // The window with the lowest average rate: a limiter that keeps it (warden's is safe for sliding
+        // windows) keeps the others in the common case of one window per endpoint family.
+        hints.request_rate = self
+            .request_limit
+            .windows
+            .iter()
+            .min_by(|a, b| {
+                let rate = |l: &&Limit| f64::from(l.max) / l.per.as_secs_f64().max(1e-3);
+                rate(a).total_cmp(&rate(b))
+            })
+            .map(|l| warden_engine::Rate::new(l.max, l.per));
         hints
     }
 

@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub preset: Option<Preset>,
     /// Keep the timeline (state spans, logins, requests over time) for the HTML report.
     pub timeline: bool,
+    /// Print every engine event to standard error as it happens (for following a run by eye).
+    pub print_events: bool,
 }
 
 /// What a run produced.
@@ -186,7 +188,7 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
         }
     };
     let world = Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed });
-    let recorder = Recorder::new(world.scenario.start, options.timeline, world.ids.clone());
+    let recorder = Recorder::new(world.scenario.start, options.timeline, options.print_events, world.ids.clone());
 
     let (warden, handles) =
         world.boot(0, &recorder).await.map_err(|error| RunError::Engine { scenario: name.clone(), error })?;

@@ -53,6 +53,7 @@ pub struct Timeline {
 struct Inner {
     start: UnixMs,
     keep_spans: bool,
+    print_events: bool,
     ids: Vec<SessionId>,
     /// Each session's state and since when, once known.
     current: Vec<Option<(StateKind, UnixMs)>>,
@@ -86,10 +87,18 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub(crate) fn new(start: UnixMs, keep_spans: bool, ids: Vec<SessionId>) -> Recorder {
+    pub(crate) fn new(start: UnixMs, keep_spans: bool, print_events: bool, ids: Vec<SessionId>) -> Recorder {
         let current = vec![None; ids.len()];
         Recorder {
-            inner: Arc::new(Mutex::new(Inner { start, keep_spans, ids, current, up_since: start, ..Inner::default() })),
+            inner: Arc::new(Mutex::new(Inner {
+                start,
+                keep_spans,
+                print_events,
+                ids,
+                current,
+                up_since: start,
+                ..Inner::default()
+            })),
         }
     }
 
@@ -105,6 +114,9 @@ impl Recorder {
             loop {
                 match events.recv().await {
                     Ok(event) => recorder.with(|inner| {
+                        if inner.print_events {
+                            eprintln!("{} {} {:?}", event.at, event.session, event.kind);
+                        }
                         let Some(session) = inner.ids.iter().position(|id| *id == event.session) else { return };
                         match event.kind {
                             WardenEventKind::Session(EventKind::StateChanged { from, to, .. }) => {
