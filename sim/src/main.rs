@@ -12,6 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// Prints a line to standard output, ignoring a closed pipe (`warden-sim run … | head` must not panic;
+/// the exit status still reports the run).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use warden_engine::Preset;
 use warden_sim::html;
 use warden_sim::report::{Report, render_comparison, render_table};
@@ -210,7 +219,7 @@ fn run_command(
             ));
         }
         if !quiet || !report.passed() {
-            println!("{}", render_table(&report));
+            say!("{}", render_table(&report));
         }
         outputs.push((report, output.timeline));
     }
@@ -235,12 +244,12 @@ fn run_command(
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    println!("{} scenario(s), {} passed, {} failed", outputs.len(), outputs.len() - failed.len(), failed.len());
+    say!("{} scenario(s), {} passed, {} failed", outputs.len(), outputs.len() - failed.len(), failed.len());
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         for line in &failed {
-            println!("FAILED: {line}");
+            say!("FAILED: {line}");
         }
         ExitCode::from(1)
     }
@@ -278,7 +287,7 @@ fn compare_command(
     if progress {
         eprint!("\r\x1b[2K");
     }
-    println!("{}", render_comparison(&reports));
+    say!("{}", render_comparison(&reports));
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&reports).unwrap_or_default() + "\n";
         if let Err(e) = write_file(path, &text) {
