@@ -10,7 +10,7 @@
 //! | `scheduled` | re-logs in every `max_session_age` (8 h) |
 //! | `daily` | logs in again after the broker's daily cut-off |
 //! | `keepalive` | pings every `keepalive_interval` and re-initialises when a ping says the session died |
-//! | `hybrid` | warden's default: all of the above, demand-aware — refreshes before expiry while the session is in use (the first request within `lazy_threshold` of expiry starts it), pings, honours the broker's cut-off and request limit, re-logs in at once after a kill, lets an unused session lapse (`idle_timeout`); scheduled re-login only if you set an age |
+//! | `hybrid` | warden's default: all of the above, login-frugal — refreshes `refresh_buffer` before expiry, renews by login only on use (the first request within `lazy_threshold` of expiry), pings, honours the broker's cut-off and request limit, re-logs in at once after a kill; scheduled re-login and an idle timeout only if you set them |
 //!
 //! A policy file names a preset and overrides any setting; nested tables (`backoff`, `login_rate`,
 //! `daily_cutoff`) are replaced as a whole. Optional settings are switched off with `"off"`.
@@ -456,6 +456,10 @@ policy_settings! {
     refresh_buffer: Option<Duration> => Toggle<HumanDuration>,
     /// With this little left, a request that reaches the session starts a refresh (lazy refresh).
     lazy_threshold: Option<Duration> => Toggle<HumanDuration>,
+    /// Whether `refresh_buffer` renews by a full login when the broker has no refresh grant (or the
+    /// refresh token is gone) even if nobody uses the session; if not, such a renewal waits for a
+    /// request within `lazy_threshold` of expiry. Refreshes are proactive either way.
+    proactive_logins: bool => bool,
     /// A token is not handed out within this long of its expiry (time for the request to travel).
     expiry_margin: Duration => HumanDuration,
     /// Spread proactive refreshes by up to this fraction of `refresh_buffer` (many sessions, one broker).
@@ -521,6 +525,7 @@ impl Policy {
         let base = Policy {
             refresh_buffer: None,
             lazy_threshold: None,
+            proactive_logins: false,
             expiry_margin: Duration::from_secs(5),
             jitter: 0.1,
             keepalive_interval: None,
@@ -543,21 +548,22 @@ impl Policy {
         };
         match preset {
             Preset::Reactive => base,
-            Preset::Proactive => Policy { refresh_buffer, mode: Mode::Eager, ..base },
+            Preset::Proactive => Policy { refresh_buffer, proactive_logins: true, mode: Mode::Eager, ..base },
             Preset::Scheduled => Policy { max_session_age: Some(Duration::from_secs(8 * 3600)), ..base },
             Preset::Daily => Policy { daily_cutoff: daily, ..base },
             Preset::Keepalive => {
                 Policy { keepalive_interval, keepalive_failures_before_expired: 1, mode: Mode::Eager, ..base }
             }
             Preset::Hybrid => Policy {
-                // Proactive, but only for a session in use: the first request within a minute of expiry
-                // starts the refresh and is served with the still-valid token; an unused token lapses and
-                // costs nothing. (A timer-driven `refresh_buffer` would refresh unused tokens too.)
-                refresh_buffer: None,
+                // Refreshes run on the timer (cheap, and they keep the refresh chain — and so the login —
+                // alive overnight). A renewal that needs a full login waits for use: the first request
+                // within a minute of expiry starts it and is served with the still-valid token; an unused
+                // token lapses and costs no login.
+                refresh_buffer,
                 lazy_threshold: Some(Duration::from_secs(60)),
+                proactive_logins: false,
                 keepalive_interval,
                 daily_cutoff: hints.daily_reset.clone(),
-                idle_timeout: Some(Duration::from_secs(3600)),
                 request_rate: hints.request_rate,
                 mode: Mode::Eager,
                 ..base
@@ -763,9 +769,10 @@ mod tests {
         assert_eq!(Policy::preset(Preset::Daily).daily_cutoff.unwrap().tz.name(), "Asia/Kolkata");
         assert!(Policy::preset(Preset::Keepalive).keepalive_interval.is_some());
         let hybrid = Policy::default();
-        assert!(hybrid.refresh_buffer.is_none(), "hybrid refreshes on demand, not by timer");
+        assert!(hybrid.refresh_buffer.is_some() && !hybrid.proactive_logins, "hybrid logs in on demand only");
+        assert!(Policy::preset(Preset::Proactive).proactive_logins);
         assert!(
-            hybrid.lazy_threshold.is_some() && hybrid.keepalive_interval.is_some() && hybrid.idle_timeout.is_some()
+            hybrid.lazy_threshold.is_some() && hybrid.keepalive_interval.is_some() && hybrid.idle_timeout.is_none()
         );
         let hints = BrokerHints { request_rate: Some(Rate::new(10, Duration::from_secs(1))), ..BrokerHints::default() };
         assert_eq!(Policy::preset_for(Preset::Hybrid, &hints).request_rate, hints.request_rate);

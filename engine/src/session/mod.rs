@@ -776,7 +776,17 @@ impl Session {
                 if let (State::Valid(_), Some((at, reason))) = (&self.state, active.refresh_at)
                     && now >= at
                 {
-                    self.begin_replacement(now, reason.into());
+                    // A refresh is cheap and keeps the chain alive; a full login nobody asked for is what
+                    // brokers limit. Without `proactive_logins`, a renewal that needs a login waits for a
+                    // request (from `lazy_threshold` before expiry on).
+                    let login_needed = self.next_auth_kind(now) == AuthKind::Login;
+                    if login_needed && reason == ReasonCode::RefreshDue && !self.policy.proactive_logins {
+                        if let Some(active) = self.state.active_mut() {
+                            active.refresh_at = None;
+                        }
+                    } else {
+                        self.begin_replacement(now, reason.into());
+                    }
                     return true;
                 }
                 if matches!(self.state, State::ExpiringSoon(_)) && self.start_auth_if_due(now) {
