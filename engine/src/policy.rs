@@ -10,7 +10,7 @@
 //! | `scheduled` | re-logs in every `max_session_age` (8 h) |
 //! | `daily` | logs in again after the broker's daily cut-off |
 //! | `keepalive` | pings every `keepalive_interval` and re-initialises when a ping says the session died |
-//! | `hybrid` | warden's default: all of the above, login-frugal — refreshes `refresh_buffer` before expiry, renews by login only on use (the first request within `lazy_threshold` of expiry), pings, honours the broker's cut-off and request limit, re-logs in at once after a kill; scheduled re-login and an idle timeout only if you set them |
+//! | `hybrid` | warden's default: all of the above, login-frugal — refreshes `refresh_buffer` before expiry (refresh chains stay alive), logs in only when a request needs it (never early, never for an unused token), pings, honours the broker's cut-off and request limit, re-logs in at once after a kill; scheduled re-login, lazy early renewal and an idle timeout only if you set them |
 //!
 //! A policy file names a preset and overrides any setting; nested tables (`backoff`, `login_rate`,
 //! `daily_cutoff`) are replaced as a whole. Optional settings are switched off with `"off"`.
@@ -555,12 +555,13 @@ impl Policy {
                 Policy { keepalive_interval, keepalive_failures_before_expired: 1, mode: Mode::Eager, ..base }
             }
             Preset::Hybrid => Policy {
-                // Refreshes run on the timer (cheap, and they keep the refresh chain — and so the login —
-                // alive overnight). A renewal that needs a full login waits for use: the first request
-                // within a minute of expiry starts it and is served with the still-valid token; an unused
-                // token lapses and costs no login.
+                // Refreshes run on the timer: they are cheap, and they keep the refresh chain (and so the
+                // login) alive overnight. A renewal that needs a full login is never made early: a login
+                // before expiry shortens every token's life and costs a login a day per session; the
+                // first request after expiry logs in (and waits for it, once), and an unused token
+                // lapses at no cost. Set `lazy_threshold` to trade that wait for the extra logins.
                 refresh_buffer,
-                lazy_threshold: Some(Duration::from_secs(60)),
+                lazy_threshold: None,
                 proactive_logins: false,
                 keepalive_interval,
                 daily_cutoff: hints.daily_reset.clone(),
@@ -772,7 +773,7 @@ mod tests {
         assert!(hybrid.refresh_buffer.is_some() && !hybrid.proactive_logins, "hybrid logs in on demand only");
         assert!(Policy::preset(Preset::Proactive).proactive_logins);
         assert!(
-            hybrid.lazy_threshold.is_some() && hybrid.keepalive_interval.is_some() && hybrid.idle_timeout.is_none()
+            hybrid.lazy_threshold.is_none() && hybrid.keepalive_interval.is_some() && hybrid.idle_timeout.is_none()
         );
         let hints = BrokerHints { request_rate: Some(Rate::new(10, Duration::from_secs(1))), ..BrokerHints::default() };
         assert_eq!(Policy::preset_for(Preset::Hybrid, &hints).request_rate, hints.request_rate);
