@@ -44,10 +44,16 @@ fn axis(out: &mut String, timeline: &Timeline, y: f64) {
         let x = x_of(t, timeline);
         let label = t.to_string();
         let label = label.get(5..16).unwrap_or(&label).replace('T', " ");
+        // The first and last labels hang inwards so that they stay on the chart.
+        let anchor = match i {
+            0 => "start",
+            6 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             out,
             "<line x1='{x:.1}' y1='0' x2='{x:.1}' y2='{y:.1}' class='grid'/>\
-             <text x='{x:.1}' y='{:.1}' class='tick'>{label}Z</text>",
+             <text x='{x:.1}' y='{:.1}' class='tick' text-anchor='{anchor}'>{label}Z</text>",
             y + 12.0
         );
     }
@@ -154,7 +160,7 @@ pub fn render(runs: &[(Report, Option<Timeline>)]) -> String {
         "<!doctype html><html><head><meta charset='utf-8'><title>warden-sim report</title><style>\
          body{font-family:system-ui,sans-serif;margin:24px;color:#222}h2{margin-top:36px}\
          table{border-collapse:collapse}td{border:1px solid #ddd;padding:4px 10px;text-align:center;font-size:13px}\
-         .grid{stroke:#eee}.tick{font-size:10px;fill:#777;text-anchor:middle}.label{font-size:11px;fill:#333}\
+         .grid{stroke:#eee}.tick{font-size:10px;fill:#777}.label{font-size:11px;fill:#333}\
          .login{stroke:#08519c;stroke-width:1.5}.ok{fill:#74c476}.failed{fill:#de2d26}\
          .expect{font-size:13px}.pass{color:#31a354}.fail{color:#de2d26;font-weight:bold}\
          .legend span{display:inline-block;padding:2px 8px;margin-right:6px;font-size:12px;color:#fff}\
