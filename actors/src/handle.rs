@@ -61,7 +61,7 @@ impl SessionHandle {
     ///
     /// The lease is loaded before the returned future is first polled, so the fast path costs one
     /// lock-free load; only the slow path builds (and boxes) the waiting machinery.
-    #[inline]
+    #[inline(always)]
     pub fn token(&self) -> TokenFuture<'_> {
         match self.shared.lease.load() {
             Some(lease) => TokenFuture { state: TokenState::Ready(Some(lease)) },
@@ -277,10 +277,14 @@ enum TokenState<'a> {
 impl Future for TokenFuture<'_> {
     type Output = Result<LeaseGuard, TokenError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            TokenState::Ready(lease) => Poll::Ready(lease.take().ok_or(TokenError::Closed)),
+            TokenState::Ready(lease) => match lease.take() {
+                Some(lease) => Poll::Ready(Ok(lease)),
+                // Polled again after it returned the lease: a misuse; answer rather than panic.
+                None => Poll::Ready(Err(TokenError::Closed)),
+            },
             TokenState::Waiting(future) => future.as_mut().poll(cx),
         }
     }

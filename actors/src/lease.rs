@@ -38,7 +38,7 @@ fn empty_lease() -> Lease {
 
 impl LeaseCell {
     /// The published lease, if there is one. Lock-free; marks the session as used.
-    #[inline]
+    #[inline(always)]
     pub fn load(&self) -> Option<LeaseGuard> {
         let guard = self.current.load();
         if guard.generation == Generation::NONE {
@@ -77,20 +77,20 @@ pub struct LeaseGuard {
 
 enum Inner {
     Published(Guard<Arc<Lease>>),
-    Owned(Lease),
+    Owned(Arc<Lease>),
 }
 
 impl LeaseGuard {
     /// A guard around a lease the actor sent.
     pub fn owned(lease: Lease) -> LeaseGuard {
-        LeaseGuard { inner: Inner::Owned(lease) }
+        LeaseGuard { inner: Inner::Owned(Arc::new(lease)) }
     }
 
     /// The lease as an owned value (clones the grant's `Arc` if borrowed).
     pub fn into_lease(self) -> Lease {
         match self.inner {
             Inner::Published(guard) => Lease::clone(&guard),
-            Inner::Owned(lease) => lease,
+            Inner::Owned(lease) => Arc::unwrap_or_clone(lease),
         }
     }
 }

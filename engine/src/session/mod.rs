@@ -995,6 +995,9 @@ impl Session {
         let active = self.compute_active(now);
         self.transition(now, State::Valid(active), Reason::Authenticated);
         self.mark_dirty(Durability::Flushed);
+        // Publish before answering the waiters: one that asks again at once finds the lease on the hot
+        // path instead of queueing behind the actor.
+        self.sync_publication(now);
         if let Some(lease) = self.lease() {
             for waiter in self.waiters.take_satisfied_by(lease.generation) {
                 self.out.push_back(Output::Serve { waiter, lease: lease.clone() });
