@@ -1,42 +1,10 @@
 //! The runtime's errors: what a caller of `token()`, `execute()` or `Warden` can get back.
 
-use warden_engine::{BrokerError, ErrorClass, InvalidReason, PolicyError, RequestError, SessionId, StoreError};
+use warden_engine::{BrokerError, ErrorClass, PolicyError, RequestError, SessionId, StoreError};
 
-/// Why no token was handed out. *(interface)*
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    /// The session gave up; an operator must act (reset, new credentials, a second factor).
-    #[error("session is invalid: {0}")]
-    Invalid(InvalidReason),
-    /// No token came within the request timeout.
-    #[error("no token within the request timeout")]
-    Timeout,
-    /// The session is logged out.
-    #[error("session is stopped (logged out)")]
-    Stopped,
-    /// Too many requests are already waiting.
-    #[error("too many requests waiting for a token (max_waiters = {max_waiters})")]
-    Overloaded {
-        /// The limit.
-        max_waiters: u32,
-    },
-    /// The session was closed or the `Warden` shut down.
-    #[error("session is closed")]
-    Closed,
-}
-
-impl From<RequestError> for TokenError {
-    fn from(error: RequestError) -> TokenError {
-        match error {
-            RequestError::Invalid(reason) => TokenError::Invalid(reason),
-            RequestError::Timeout => TokenError::Timeout,
-            RequestError::Stopped => TokenError::Stopped,
-            RequestError::Overloaded { max_waiters } => TokenError::Overloaded { max_waiters },
-            _ => TokenError::Closed,
-        }
-    }
-}
+/// Why no token was handed out: the core's [`RequestError`] (`Invalid`, `Timeout`, `Stopped`,
+/// `Overloaded`), or `Closed` when the session or its `Warden` is gone. *(interface)*
+pub type TokenError = RequestError;
 
 /// Why `execute` did not return the operation's result. *(interface)*
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -89,7 +89,7 @@ impl SessionHandle {
                 continue;
             }
             match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(result)) => return result.map(LeaseGuard::owned).map_err(TokenError::from),
+                Ok(Ok(result)) => return result.map(LeaseGuard::owned),
                 // The actor died with the request in its mailbox: ask its successor.
                 Ok(Err(_)) => continue,
                 Err(_) => return Err(TokenError::Timeout),

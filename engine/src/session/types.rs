@@ -152,6 +152,10 @@ pub enum RequestError {
         /// The limit.
         max_waiters: u32,
     },
+    /// The session's driver is gone (the session was closed, or its runtime shut down). The core never
+    /// says this; drivers do.
+    #[error("session is closed")]
+    Closed,
 }
 
 /// An input to the session; [`crate::Session::handle`] dispatches it to the matching `handle_*` method.
