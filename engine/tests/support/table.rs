@@ -80,6 +80,8 @@ struct Variant {
     long_backoff: bool,
     waiter: bool,
     table_full: bool,
+    login_only: bool,
+    proactive_logins: bool,
 }
 
 fn variant(from: &str, input: &str) -> Variant {
@@ -104,6 +106,8 @@ fn variant(from: &str, input: &str) -> Variant {
         long_backoff: has("backing off"),
         waiter: from == "Initializing" && has("request_timeout"),
         table_full: has("table full"),
+        login_only: has("login only"),
+        proactive_logins: has("proactive_logins"),
         ..Variant::default()
     };
     v.keepalive_pending = v.keepalive && from != "[*]" && input.starts_with("KeepaliveCompleted") && !has("stale");
@@ -133,6 +137,7 @@ fn policy(v: &Variant) -> Policy {
     p.idle_timeout = v.idle.then_some(Duration::from_secs(600));
     p.max_consecutive_failures = if v.budget_one { 1 } else { 3 };
     p.max_waiters = 2;
+    p.proactive_logins = v.proactive_logins;
     p.mode = if v.lazy { Mode::Lazy } else { Mode::Eager };
     p.on_competing = if v.yield_ { OnCompeting::Yield } else { OnCompeting::TakeOver };
     p.validate().expect("fixture policy is valid");
@@ -141,7 +146,7 @@ fn policy(v: &Variant) -> Policy {
 
 fn config(v: &Variant) -> SessionConfig {
     SessionConfig::new(super::sid(), policy(v))
-        .with_capabilities(Capabilities { refresh: true, keepalive: v.keepalive })
+        .with_capabilities(Capabilities { refresh: !v.login_only, keepalive: v.keepalive })
 }
 
 fn fail(class: ErrorClass) -> AuthFailure {
@@ -546,6 +551,13 @@ pub const TABLE: &[Row] = &[
         input: "Tick@refresh_at",
         to: "ExpiringSoon",
         outputs: &["Refresh", "StateChanged", "Persist"],
+    },
+    Row { from: "Valid", input: "Tick@refresh_at (login only)", to: "Valid", outputs: &[] },
+    Row {
+        from: "Valid",
+        input: "Tick@refresh_at (login only, proactive_logins)",
+        to: "ExpiringSoon",
+        outputs: &["Login", "StateChanged", "Persist"],
     },
     Row {
         from: "Valid",
