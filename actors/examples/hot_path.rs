@@ -11,10 +11,6 @@
 //!   avoids).
 //!
 //! Each figure is the median of the per-call times of all batches of both readers.
-//!
-//! Reading the figures: `token` pays about 12 ns more than `try_token` for carrying the lease out of a
-//! future (any future: `std::future::ready(handle.try_token()).await` costs the same in this loop), so code
-//! that can take the lease synchronously should call `try_token()` and fall back to `token().await`.
 
 use std::hint::black_box;
 use std::sync::{Arc, RwLock};

@@ -48,7 +48,7 @@ impl LeaseCell {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }
-        Some(LeaseGuard { inner: Inner::Published(guard) })
+        Some(LeaseGuard { inner: guard })
     }
 
     /// Replaces the published lease (`None` withdraws it).
@@ -72,26 +72,19 @@ impl LeaseCell {
 /// Dereferences to [`Lease`]: `guard.token()`, `guard.generation`. Hold it only for the call it
 /// authorises; use [`LeaseGuard::into_lease`] to keep it longer.
 pub struct LeaseGuard {
-    inner: Inner,
-}
-
-enum Inner {
-    Published(Guard<Arc<Lease>>),
-    Owned(Arc<Lease>),
+    /// A borrowed lease (arc-swap debt slot) from the cell, or an owned `Arc` wrapped as a guard.
+    inner: Guard<Arc<Lease>>,
 }
 
 impl LeaseGuard {
     /// A guard around a lease the actor sent.
     pub fn owned(lease: Lease) -> LeaseGuard {
-        LeaseGuard { inner: Inner::Owned(Arc::new(lease)) }
+        LeaseGuard { inner: Guard::from_inner(Arc::new(lease)) }
     }
 
     /// The lease as an owned value (clones the grant's `Arc` if borrowed).
     pub fn into_lease(self) -> Lease {
-        match self.inner {
-            Inner::Published(guard) => Lease::clone(&guard),
-            Inner::Owned(lease) => Arc::unwrap_or_clone(lease),
-        }
+        Arc::unwrap_or_clone(Guard::into_inner(self.inner))
     }
 }
 
@@ -100,10 +93,7 @@ impl Deref for LeaseGuard {
 
     #[inline]
     fn deref(&self) -> &Lease {
-        match &self.inner {
-            Inner::Published(guard) => guard,
-            Inner::Owned(lease) => lease,
-        }
+        &self.inner
     }
 }
 
