@@ -29,24 +29,29 @@ async fn warden_at(path: &Path, clock: Clock) -> Warden {
     Warden::builder().store_path(path).clock(clock).build().await.unwrap()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_rebuilt_warden_resumes_a_valid_grant_without_a_login() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warden.db");
-    let clock = clock_at(MONDAY_0900_IST);
-
+/// A first process logs in (generation 1) and is dropped without a goodbye; `down` later, a second
+/// `Warden` on the same path opens the session again with a fresh broker.
+async fn restart_after(path: &Path, clock: Clock, down: Duration) -> (Warden, SessionHandle, Arc<ScriptedBroker>) {
     let first = broker();
-    let warden = warden_at(&path, clock).await;
+    let warden = warden_at(path, clock).await;
     let session = open(&warden, &first).await;
     assert_eq!(session.token().await.unwrap().generation, Generation(1));
     assert_eq!(first.logins(), 1);
     drop(session);
     drop(warden);
-    tokio::time::sleep(Duration::from_secs(600)).await;
+    tokio::time::sleep(down).await;
 
     let second = broker();
-    let warden = warden_at(&path, clock).await;
+    let warden = warden_at(path, clock).await;
     let session = open(&warden, &second).await;
+    (warden, session, second)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebuilt_warden_resumes_a_valid_grant_without_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let (warden, session, second) = restart_after(&path, clock_at(MONDAY_0900_IST), Duration::from_secs(600)).await;
     assert!(wait_for_state(&session, StateKind::Valid, Duration::from_secs(1)).await);
     assert_eq!(session.token().await.unwrap().generation, Generation(1), "the stored grant is reused");
     assert_eq!(second.logins(), 0, "no login after the restart");
@@ -57,20 +62,9 @@ async fn a_rebuilt_warden_resumes_a_valid_grant_without_a_login() {
 async fn a_rebuilt_warden_logs_in_exactly_once_when_the_grant_expired() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
-    let clock = clock_at(MONDAY_0900_IST);
-
-    let first = broker();
-    let warden = warden_at(&path, clock).await;
-    let session = open(&warden, &first).await;
-    assert_eq!(session.token().await.unwrap().generation, Generation(1));
-    drop(session);
-    drop(warden);
     // The one-hour token expires while the process is down.
-    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
-
-    let second = broker();
-    let warden = warden_at(&path, clock).await;
-    let session = open(&warden, &second).await;
+    let down = Duration::from_secs(2 * 3600);
+    let (warden, session, second) = restart_after(&path, clock_at(MONDAY_0900_IST), down).await;
     assert_eq!(session.token().await.unwrap().generation, Generation(2), "generations keep growing");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(second.logins(), 1, "exactly one login");
