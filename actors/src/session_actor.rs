@@ -76,6 +76,19 @@ pub(crate) struct ActorState {
     timer: watch::Sender<Option<Instant>>,
     timer_task: JoinHandle<()>,
     status: SessionStatus,
+    /// The broker calls this actor started; dropping the state (the actor stopped or failed) aborts
+    /// those still running, so that a restarted actor never has a predecessor's login in flight beside
+    /// its own (single flight across a crash).
+    calls: Vec<CallGuard>,
+}
+
+/// Aborts a broker call's task when dropped.
+struct CallGuard(tokio::task::AbortHandle);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Actor for SessionActor {
@@ -128,6 +141,7 @@ impl Actor for SessionActor {
             timer,
             timer_task,
             status,
+            calls: Vec::new(),
         };
         if let Some(reason) = args.give_up {
             state.session.handle_give_up(now, reason);
@@ -253,7 +267,7 @@ impl ActorState {
     }
 
     fn start_login(
-        &self,
+        &mut self,
         myself: &ActorRef<SessionMsg>,
         now: UnixMs,
         attempt: AttemptId,
@@ -270,14 +284,14 @@ impl ActorState {
         self.spawn_call(myself, "login", call, move |result| SessionMsg::AuthDone { attempt, result });
     }
 
-    fn start_refresh(&self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
+    fn start_refresh(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
         Counters::bump(&self.shared.counters.refreshes);
         let broker = self.shared.broker.clone();
         let call = async move { broker.refresh(now, &grant).await };
         self.spawn_call(myself, "refresh", call, move |result| SessionMsg::AuthDone { attempt, result });
     }
 
-    fn start_keepalive(&self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
+    fn start_keepalive(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
         Counters::bump(&self.shared.counters.keepalives);
         let broker = self.shared.broker.clone();
         let call = async move { broker.keepalive(now, &grant).await };
@@ -301,7 +315,7 @@ impl ActorState {
 
     /// Runs a broker call off the mailbox with the policy's `auth_timeout`; its result (or its panic)
     /// comes back as a message.
-    fn spawn_call<T, F, M>(&self, myself: &ActorRef<SessionMsg>, call: &'static str, future: F, message: M)
+    fn spawn_call<T, F, M>(&mut self, myself: &ActorRef<SessionMsg>, call: &'static str, future: F, message: M)
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
@@ -310,7 +324,8 @@ impl ActorState {
         let me = myself.clone();
         let broker = self.shared.broker.clone();
         let limit = self.shared.policy.auth_timeout;
-        tokio::spawn(async move {
+        self.calls.retain(|c| !c.0.is_finished());
+        let task = tokio::spawn(async move {
             let msg = match CatchUnwind::new(tokio::time::timeout(limit, future)).await {
                 Ok(Ok(result)) => message(result.map_err(|error| failure_of(broker.as_ref(), &error))),
                 Ok(Err(_)) => message(Err(AuthFailure::new(
@@ -325,6 +340,7 @@ impl ActorState {
             // The actor may have stopped meanwhile; its successor starts from the store.
             let _ = me.cast(msg);
         });
+        self.calls.push(CallGuard(task.abort_handle()));
     }
 }
 

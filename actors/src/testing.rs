@@ -173,6 +173,11 @@ impl ScriptedBroker {
         self
     }
 
+    /// Grants handed out so far (logins and refreshes that answered with one).
+    pub fn grants_issued(&self) -> u64 {
+        self.tokens.load(Ordering::SeqCst)
+    }
+
     /// Login calls so far.
     pub fn logins(&self) -> u64 {
         self.logins.load(Ordering::SeqCst)

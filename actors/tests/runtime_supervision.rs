@@ -90,3 +90,27 @@ async fn a_crash_loop_hits_the_restart_limit_and_the_session_gives_up() {
     assert_eq!(session.stats().restarts, 4);
     warden.shutdown(false).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_a_login_cancels_it_so_logins_stay_single_flight() {
+    // A 10 s login: the actor fails 1 s into it; its successor must not see the orphan finish beside its
+    // own login.
+    let broker = Arc::new(ScriptedBroker::new("slow").with_latency(Duration::from_secs(10)));
+    let warden = Warden::builder().clock(clock_at(MONDAY_0900_IST)).build().await.unwrap();
+    let policy = quiet_policy(Preset::Hybrid);
+    let delay = policy.reinitialize_delay;
+    let spec = SessionSpec::new(SessionId::new("slow").unwrap(), broker.clone()).with_policy(policy);
+    let session = warden.open(spec).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(broker.logins(), 1, "the eager first login is in flight");
+    session.inject_failure("crash in the middle of a login").await.unwrap();
+    // The successor starts after the reinitialize delay (±20 %) and logs in again.
+    tokio::time::sleep(delay * 2).await;
+    assert_eq!(broker.logins(), 2, "the successor logs in");
+    // The first login would have answered at 10 s: it was cancelled with its actor.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(broker.grants_issued(), 0, "the orphan login did not complete beside the new one");
+    assert_eq!(session.token().await.unwrap().generation, Generation(1));
+    assert_eq!(broker.grants_issued(), 1);
+    warden.shutdown(false).await;
+}
