@@ -270,6 +270,7 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                     consecutive_rejections,
                     retry_not_before,
                     take_over,
+                    force_login: take_over && generation % 2 == 0,
                     last_activity: last,
                 }
             },

@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub retry_not_before: UnixMs,
     /// The next login asks to take the account over from a competing session.
     pub take_over: bool,
+    /// The next grant must come from a full login, not a refresh (session age reached, taking over).
+    #[serde(default)]
+    pub force_login: bool,
     /// The last time a request was seen (for the idle timeout).
     pub last_activity: UnixMs,
 }

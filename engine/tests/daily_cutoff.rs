@@ -308,3 +308,34 @@ fn lazy_mode_logs_in_only_when_asked() {
     assert_eq!(h.session.poll_timeout(), None);
     assert_eq!(h.input(Input::Activity), Vec::<Output>::new());
 }
+
+#[test]
+fn a_restart_between_the_cutoff_and_the_warmup_waits_for_the_warmup() {
+    use warden_engine::{Session, SessionConfig, SessionId};
+    let config = SessionConfig::new(
+        SessionId::new("warm").unwrap(),
+        policy("Asia/Kolkata", "03:00", Some("08:45"), Mode::Eager),
+    );
+    // Logged in on Monday 10:00 IST; the 03:00 cut-off ended the grant; the process restarts at 05:00.
+    let mut before = Session::new(config.clone(), at("2026-03-09T04:30:00Z"));
+    let attempt = std::iter::from_fn(|| before.poll_output())
+        .find_map(|o| match o {
+            Output::Login { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .expect("eager login");
+    let grant = warden_engine::Grant::new("tok", at("2026-03-09T04:30:00Z")).expires_in(TWO_DAYS);
+    before.handle_auth_completed(at("2026-03-09T04:30:01Z"), attempt, Ok(grant));
+    before.handle_tick(at("2026-03-09T21:30:00Z"));
+    assert_eq!(before.state(), warden_engine::StateKind::Expired);
+    let snapshot = before.snapshot();
+
+    let mut after = Session::restore(config, snapshot, at("2026-03-09T23:30:00Z")).expect("restores");
+    let outputs: Vec<Output> = std::iter::from_fn(|| after.poll_output()).collect();
+    assert!(!has_login(&outputs), "no login at 05:00 IST: the warm-up is at 08:45: {outputs:#?}");
+    assert_eq!(after.state(), warden_engine::StateKind::Expired);
+    assert_eq!(after.poll_timeout(), Some(at("2026-03-10T03:15:00Z")), "08:45 IST");
+    after.handle_tick(at("2026-03-10T03:15:00Z"));
+    let outputs: Vec<Output> = std::iter::from_fn(|| after.poll_output()).collect();
+    assert!(has_login(&outputs), "the warm-up logs in: {outputs:#?}");
+}

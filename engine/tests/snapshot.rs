@@ -23,13 +23,21 @@ fn round_trip(snapshot: &Snapshot) -> Snapshot {
 }
 
 /// The state a session restored at the instant of its snapshot must be in.
-fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec) -> bool {
+fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec, now: UnixMs) -> bool {
+    // Between a daily cut-off and its warm-up time an expired session waits for the warm-up.
+    let config = spec.config();
+    let waits_for_warmup = config.policy.daily_cutoff.as_ref().is_some_and(|c| {
+        c.warmup.is_some_and(|w| {
+            warden_engine::calendar::next_local_time_after(now, w, &c.tz)
+                < warden_engine::calendar::next_local_time_after(now, c.at, &c.tz)
+        })
+    });
     match saved {
         StateKind::Valid | StateKind::ExpiringSoon => restored.token_usable(),
         StateKind::Invalid => restored == StateKind::Invalid,
         // Calls in flight died with the process: the session wants a grant again, and asks for one at
         // once only in eager mode (idleness counts from the restart).
-        _ if spec.mode == Mode::Lazy => restored == StateKind::Expired,
+        _ if spec.mode == Mode::Lazy || waits_for_warmup => restored == StateKind::Expired,
         _ => restored == StateKind::Reinitializing,
     }
 }
@@ -74,7 +82,7 @@ proptest! {
         let kept = again.login_attempts.len();
         prop_assert_eq!(&again.login_attempts[..], &attempts[attempts.len() - kept..]);
         prop_assert!(
-            restored_kind_is_expected(saved.state, restored.state(), &spec),
+            restored_kind_is_expected(saved.state, restored.state(), &spec, now),
             "saved {}, restored {} ({:?})", saved.state, restored.state(), spec.mode
         );
         if restored.state() == StateKind::Valid {

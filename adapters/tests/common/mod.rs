@@ -57,6 +57,7 @@ pub fn snapshot_with_grant(session: &SessionId, generation: u64) -> Snapshot {
         consecutive_rejections: 0,
         retry_not_before: UnixMs::EPOCH,
         take_over: false,
+        force_login: false,
         last_activity: issued,
     }
 }

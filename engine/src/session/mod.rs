@@ -251,6 +251,7 @@ impl Session {
         s.rejections = snapshot.consecutive_rejections;
         s.retry_not_before = snapshot.retry_not_before;
         s.take_over = snapshot.take_over;
+        s.force_login = snapshot.force_login;
         // Idleness counts from the restart: the stored time only knows the requests the session saw itself,
         // not those served from the published lease since (the runtime reports those lazily), so judging
         // idleness by it would let a busy session lapse across a restart.
@@ -270,7 +271,7 @@ impl Session {
             }
             _ => match s.installed.as_ref().filter(|i| !i.access_dead) {
                 Some(_) => State::Valid(s.compute_active(now)),
-                None => State::Expired { warmup_at: None },
+                None => State::Expired { warmup_at: s.pending_warmup(now) },
             },
         };
         s.state = to;
@@ -367,6 +368,7 @@ impl Session {
             consecutive_rejections: self.rejections,
             retry_not_before: self.retry_not_before,
             take_over: self.take_over,
+            force_login: self.force_login,
             last_activity: self.last_activity,
         }
     }
@@ -822,6 +824,14 @@ impl Session {
     /// from before it is dead.
     fn cut_off_since(&self, logged_in_at: UnixMs, now: UnixMs) -> bool {
         self.policy.daily_cutoff.as_ref().is_some_and(|c| next_local_time_after(logged_in_at, c.at, &c.tz) <= now)
+    }
+
+    /// Between a daily cut-off and its warm-up time (the warm-up comes before the next cut-off): the
+    /// warm-up instant an expired session waits for.
+    fn pending_warmup(&self, now: UnixMs) -> Option<UnixMs> {
+        let cutoff = self.policy.daily_cutoff.as_ref()?;
+        let warmup_at = next_local_time_after(now, cutoff.warmup?, &cutoff.tz);
+        (warmup_at < next_local_time_after(now, cutoff.at, &cutoff.tz)).then_some(warmup_at)
     }
 
     /// When the idle timeout ends the session, if it has one.
