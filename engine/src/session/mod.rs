@@ -1118,12 +1118,7 @@ impl Session {
             self.want_grant(now);
             return;
         }
-        let warmup_at = match (&reason, &self.policy.daily_cutoff) {
-            (Reason::DailyCutoff, Some(cutoff)) => {
-                cutoff.warmup.map(|warmup| next_local_time_after(now, warmup, &cutoff.tz))
-            }
-            _ => None,
-        };
+        let warmup_at = if reason == Reason::DailyCutoff { self.pending_warmup(now) } else { None };
         self.transition(now, State::Expired { warmup_at }, reason.clone());
         if !self.waiters.is_empty() {
             self.transition(now, State::Reinitializing, Reason::Demand);
