@@ -118,10 +118,10 @@ impl Actor for SessionActor {
                     Session::new(config, now)
                 }
             },
-            LoadOutcome::Quarantined { reason } => {
+            LoadOutcome::Quarantined { reason, login_attempts } => {
                 tracing::warn!(session = %shared.id, %reason, "stored record quarantined; starting fresh");
                 env.publish(&shared.id, now, WardenEventKind::StoreQuarantined { reason });
-                Session::new(config, now)
+                Session::recover(config, now, login_attempts)
             }
             _ => Session::new(config, now),
         };

@@ -16,7 +16,7 @@ use warden_engine::{Durability, LoadOutcome, SessionId, Snapshot, Store, StoreEr
 
 fn reason(outcome: LoadOutcome) -> String {
     match outcome {
-        LoadOutcome::Quarantined { reason } => reason,
+        LoadOutcome::Quarantined { reason, .. } => reason,
         other => panic!("expected a quarantined record, got {other:?}"),
     }
 }

@@ -192,7 +192,7 @@ fn memory_store_reports_planted_unreadable_records_once() {
     store.save(&snapshot_with_grant(&a, 1), Durability::Flushed).expect("save");
     store.put_unreadable(&a, "record does not decrypt with this store's key");
     match store.load(&a).expect("load") {
-        LoadOutcome::Quarantined { reason } => assert!(reason.contains("decrypt"), "{reason}"),
+        LoadOutcome::Quarantined { reason, .. } => assert!(reason.contains("decrypt"), "{reason}"),
         other => panic!("expected quarantine, got {other:?}"),
     }
     assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Missing), "the record was moved aside");

@@ -208,10 +208,15 @@ pub enum LoadOutcome {
     Found(Box<Snapshot>),
     /// Nothing stored for this session.
     Missing,
-    /// A record was there but could not be read; it was moved aside, and the session starts fresh.
+    /// A record was there but could not be read (or the whole store was unreadable and rebuilt); it was
+    /// moved aside, and the session starts fresh.
     Quarantined {
         /// What was wrong with it.
         reason: String,
+        /// The login attempts that could still be read from the damaged record, oldest first; `None`
+        /// when none could: the session then allows one login at once and the policy's `login_rate`
+        /// from then on, so a damaged store cannot become a lock-out.
+        login_attempts: Option<Vec<UnixMs>>,
     },
 }
 

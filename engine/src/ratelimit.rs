@@ -26,6 +26,14 @@ impl LoginHistory {
         LoginHistory { attempts: attempts.into_iter().skip(skip).collect() }
     }
 
+    /// A history for a session whose real history was lost (a damaged store): as if all but one of the
+    /// attempts `rate` allows had just been made, so one login may start at once and the rate holds
+    /// from then on.
+    pub fn assume_spent(now: UnixMs, rate: Option<Rate>) -> LoginHistory {
+        let spent = rate.map_or(0, |r| (r.max as usize).saturating_sub(1)).min(MAX_HISTORY);
+        LoginHistory { attempts: std::iter::repeat_n(now, spent).collect() }
+    }
+
     /// The earliest instant at or after `now` at which another attempt stays within `rate`.
     pub fn next_allowed(&self, now: UnixMs, rate: Option<Rate>) -> UnixMs {
         let Some(rate) = rate else { return now };
@@ -75,5 +83,16 @@ mod tests {
         let restored = LoginHistory::from_attempts(h.attempts().collect());
         assert_eq!(restored.next_allowed(t(30), rate), t(300));
         assert_eq!(h.next_allowed(t(30), None), t(30));
+    }
+
+    #[test]
+    fn a_lost_history_allows_one_login_then_the_rate() {
+        let rate = Some(Rate::new(3, Duration::from_secs(300)));
+        let t = |s: i64| UnixMs::from_millis(s * 1000);
+        let mut h = LoginHistory::assume_spent(t(0), rate);
+        assert_eq!(h.next_allowed(t(0), rate), t(0));
+        h.record(t(0), rate);
+        assert_eq!(h.next_allowed(t(1), rate), t(300));
+        assert_eq!(LoginHistory::assume_spent(t(0), None).next_allowed(t(0), None), t(0));
     }
 }

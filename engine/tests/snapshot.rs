@@ -18,7 +18,7 @@ use warden_engine::{
 };
 
 fn round_trip(snapshot: &Snapshot) -> Snapshot {
-    let bytes = rmp_serde::to_vec_named(snapshot).expect("encodes");
+    let bytes = warden_engine::secret::serialize_exposed(|| rmp_serde::to_vec_named(snapshot)).expect("encodes");
     rmp_serde::from_slice(&bytes).expect("decodes")
 }
 

@@ -142,7 +142,8 @@ impl fmt::Debug for MemoryStore {
 /// The snapshot after an encode/decode round trip, as a disk store would give it back.
 fn round_trip(snapshot: &Snapshot) -> Result<Snapshot, StoreError> {
     let encode_error = |detail: String| StoreError::Encode { session: snapshot.session_id.to_string(), detail };
-    let bytes = Zeroizing::new(rmp_serde::to_vec_named(snapshot).map_err(|e| encode_error(format!("rmp-serde: {e}")))?);
+    let encoded = warden_engine::secret::serialize_exposed(|| rmp_serde::to_vec_named(snapshot));
+    let bytes = Zeroizing::new(encoded.map_err(|e| encode_error(format!("rmp-serde: {e}")))?);
     rmp_serde::from_slice(&bytes).map_err(|_| encode_error("the snapshot does not decode after encoding".to_owned()))
 }
 
@@ -160,7 +161,7 @@ impl Store for MemoryStore {
             Some(Slot::Unreadable(reason)) => {
                 inner.stats.quarantined += 1;
                 tracing::warn!(session = %session, %reason, "store record quarantined; the session starts fresh");
-                Ok(LoadOutcome::Quarantined { reason })
+                Ok(LoadOutcome::Quarantined { reason, login_attempts: None })
             }
         }
     }

@@ -22,6 +22,7 @@ use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
+use warden_engine::secret::serialize_exposed;
 use warden_engine::{SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, StoreError};
 use zeroize::Zeroizing;
 
@@ -194,8 +195,11 @@ impl RecordCodec {
         format: u32,
         body: &T,
     ) -> Result<Vec<u8>, StoreError> {
-        let plaintext = Zeroizing::new(rmp_serde::to_vec_named(&EnvelopeOut { format, body }).map_err(|e| {
-            StoreError::Encode { session: session_of(&address).to_owned(), detail: format!("rmp-serde: {e}") }
+        // The one place a record's secrets are serialised in clear: the bytes are sealed below.
+        let encoded = serialize_exposed(|| rmp_serde::to_vec_named(&EnvelopeOut { format, body }));
+        let plaintext = Zeroizing::new(encoded.map_err(|e| StoreError::Encode {
+            session: session_of(&address).to_owned(),
+            detail: format!("rmp-serde: {e}"),
         })?);
         self.seal_bytes(address, &plaintext)
     }

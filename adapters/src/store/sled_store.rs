@@ -530,7 +530,7 @@ impl Store for SledStore {
             Err(error) => {
                 let reason = error.to_string();
                 self.quarantine_record(&self.snapshots, SNAPSHOTS, session, key, &record, &reason)?;
-                Ok(LoadOutcome::Quarantined { reason })
+                Ok(LoadOutcome::Quarantined { reason, login_attempts: None })
             }
         }
     }

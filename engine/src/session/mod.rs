@@ -226,6 +226,24 @@ impl Session {
         s
     }
 
+    /// A new session whose stored record was lost (damaged, or the store was rebuilt): like
+    /// [`Session::new`], with the login attempts that could be salvaged, or — when none could — a history
+    /// that allows one login at once and the policy's `login_rate` from then on.
+    pub fn recover(config: SessionConfig, now: UnixMs, login_attempts: Option<Vec<UnixMs>>) -> Session {
+        let mut s = Session::blank(config, now);
+        s.history = match login_attempts {
+            Some(attempts) => LoginHistory::from_attempts(attempts),
+            None => LoginHistory::assume_spent(now, s.policy.login_rate),
+        };
+        if s.policy.mode == Mode::Eager {
+            s.state = State::Initializing;
+            s.want_grant(now);
+        }
+        s.mark_dirty(Durability::Buffered);
+        s.finish(now);
+        s
+    }
+
     /// A session resumed from a snapshot: a grant still usable at `now` gives `Valid` (no login); an
     /// unusable one gives `Expired` (lazy) or `Reinitializing` (eager); `Invalid` stays `Invalid`.
     pub fn restore(config: SessionConfig, snapshot: Snapshot, now: UnixMs) -> Result<Session, RestoreError> {

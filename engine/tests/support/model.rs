@@ -1190,7 +1190,8 @@ impl Driver {
     /// rmp-serde the way the sled store writes it.
     fn restart(&mut self, down_ms: u64) {
         let snapshot = self.session.snapshot();
-        let bytes = rmp_serde::to_vec_named(&snapshot).expect("snapshot encodes");
+        let bytes =
+            warden_engine::secret::serialize_exposed(|| rmp_serde::to_vec_named(&snapshot)).expect("snapshot encodes");
         let decoded: Snapshot = rmp_serde::from_slice(&bytes).expect("snapshot decodes");
         assert_eq!(decoded, snapshot, "the snapshot changed through rmp-serde");
         let pre = Seen::of(&self.session);
