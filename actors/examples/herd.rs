@@ -37,6 +37,7 @@ fn main() {
         let tasks: Vec<_> = (0..requests)
             .map(|_| {
                 let session = session.clone();
+                let clock = clock.clone();
                 tokio::spawn(async move {
                     let asked = clock.monotonic_now();
                     let ok = session.token().await.is_ok();

@@ -28,11 +28,12 @@ const BATCHES: usize = 25;
 /// of `READERS` tasks, each task owning a clone of `$state`; evaluates to the median nanoseconds per call.
 macro_rules! measure {
     ($clock:expr, $per_batch:expr, $state:expr, |$s:ident| $op:expr) => {{
-        let clock: Clock = $clock;
+        let clock: Clock = $clock.clone();
         let per_batch: u32 = $per_batch;
         let tasks: Vec<_> = (0..READERS)
             .map(|_| {
                 let $s = $state.clone();
+                let clock = clock.clone();
                 tokio::spawn(async move {
                     let mut per_call = Vec::with_capacity(BATCHES);
                     for _ in 0..BATCHES {

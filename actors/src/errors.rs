@@ -1,16 +1,19 @@
 //! The runtime's errors: what a caller of `token()`, `execute()` or `Warden` can get back.
 
-use warden_engine::{BrokerError, ErrorClass, PolicyError, RequestError, SessionId, StoreError};
+use std::time::Duration;
+
+use warden_engine::time::format_duration;
+use warden_engine::{BrokerError, ErrorClass, Generation, PolicyError, RequestError, SessionId, StoreError};
 
 /// Why no token was handed out: the core's [`RequestError`] (`Invalid`, `Timeout`, `Stopped`,
-/// `Overloaded`), or `Closed` when the session or its `Warden` is gone. *(interface)*
+/// `Overloaded`), or `Closed` when the session or its `Warden` is gone.
 pub type TokenError = RequestError;
 
-/// Why `execute` did not return the operation's result. *(interface)*
+/// Why `execute` did not return the operation's result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecuteError {
-    /// No token to run it with.
+    /// No token to run it with (the wait for a token ran out, or the session is invalid, stopped, …).
     #[error("no token: {0}")]
     Token(#[from] TokenError),
     /// The broker refused it (after any automatic retries rule 7 allows).
@@ -21,15 +24,36 @@ pub enum ExecuteError {
         /// The error.
         error: BrokerError,
     },
-    /// A call that is not idempotent got no answer: the broker may or may not have executed it. It was
-    /// not retried (no duplicate orders); check its status before trying again.
+    /// A call that is not idempotent got no answer (or a gateway's 500/502/504): the broker may or may not
+    /// have executed it. It was not retried (no duplicate orders); check its status before trying again.
     #[error("outcome unknown (not retried, to avoid a duplicate): {0}")]
     OutcomeUnknown(BrokerError),
-    /// The account's request rate limit did not free up within the request timeout.
-    #[error("request rate limit of account `{account}` did not free up within the request timeout")]
+    /// The wait for the account's request rate limit ran out: the token wait and the rate-limit wait of
+    /// one attempt share its `request_timeout`.
+    #[error(
+        "the request rate limit of account `{account}` did not free up within the attempt's request timeout ({})",
+        format_duration(*request_timeout)
+    )]
     RateLimited {
         /// The broker account.
         account: String,
+        /// The budget the two waits shared.
+        request_timeout: Duration,
+    },
+    /// The retry after a rejection was rejected again although its grant was fresh (younger than
+    /// `min_grant_age`): the broker refuses this call whatever the token (a permission, a segment not
+    /// enabled). No further login was started for it; the session keeps its grant.
+    #[error(
+        "the broker refused a fresh token ({generation}, {} old) for this call; no further login was started: {error}",
+        format_duration(*grant_age)
+    )]
+    FreshTokenRefused {
+        /// The grant the refused retry used.
+        generation: Generation,
+        /// How old that grant was.
+        grant_age: Duration,
+        /// The broker's answer.
+        error: BrokerError,
     },
 }
 

@@ -5,8 +5,11 @@
 //!   at most the policy's `request_timeout`.
 //! - [`SessionHandle::execute`]: runs a broker call with a lease and applies rule 7: a call the broker
 //!   rejected as unauthenticated is reported with its generation and run again with a newer grant (up to
-//!   `retry_on_rejection` times); a call that is not idempotent and got no answer is returned as
-//!   [`ExecuteError::OutcomeUnknown`], never retried.
+//!   `retry_on_rejection` times); a call that is not idempotent and got no answer (or a gateway's
+//!   500/502/504) is returned as [`ExecuteError::OutcomeUnknown`], never retried. The waits before each
+//!   attempt's broker call — for a token, then for the account's request rate limit — share one
+//!   `request_timeout`, and the lease is checked again after them: a lease that died while the call
+//!   waited is never used.
 //! - [`SessionHandle::subscribe`]: a watch of the session's status.
 //! - operator commands: [`SessionHandle::logout`], [`SessionHandle::reset`],
 //!   [`SessionHandle::update_credentials`], [`SessionHandle::supply_second_factor`].
@@ -19,13 +22,15 @@ use std::task::{Context, Poll};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use warden_engine::retry::{AfterFailure, after_failure};
-use warden_engine::{BrokerError, Credentials, ErrorClass, Generation, Idempotency, Policy, Secret, SessionId};
+use warden_engine::retry::{AfterFailure, FailedCall, after_failure};
+use warden_engine::{
+    BrokerError, Credentials, ErrorClass, Generation, Idempotency, Policy, RequestError, Secret, SessionId,
+};
 
 use crate::errors::{ExecuteError, TokenError};
 use crate::lease::LeaseGuard;
 use crate::session_actor::{ACTOR_GRACE, SessionMsg};
-use crate::shared::{Counters, SessionShared, SessionStats, SessionStatus};
+use crate::shared::{Counters, SessionShared, SessionStats, SessionStatus, WardenEventKind};
 
 /// A handle on one open session. Cheap to clone; all clones talk to the same session.
 #[derive(Clone, Debug)]
@@ -49,9 +54,12 @@ impl SessionHandle {
     }
 
     /// The published lease, if the session has one now: lock-free, never waits, never touches the actor.
+    /// A lease past its usable end on the clock's coarse reading is not handed out, even if the session's
+    /// actor has not withdrawn it yet (after a suspend, say).
     #[inline]
     pub fn try_token(&self) -> Option<LeaseGuard> {
-        self.shared.lease.load()
+        let coarse_now = self.shared.clock.coarse_now();
+        self.shared.lease.load().filter(|lease| coarse_now < lease.usable_until)
     }
 
     /// A token the broker will accept, or why not. *(interface)*
@@ -63,23 +71,36 @@ impl SessionHandle {
     /// lock-free load; only the slow path builds (and boxes) the waiting machinery.
     #[inline(always)]
     pub fn token(&self) -> TokenFuture<'_> {
-        match self.shared.lease.load() {
+        match self.try_token() {
             Some(lease) => TokenFuture { state: TokenState::Ready(Some(lease)) },
-            None => TokenFuture { state: TokenState::Waiting(Box::pin(self.token_from_actor(None))) },
+            None => TokenFuture { state: TokenState::Waiting(Box::pin(self.token_from_actor(None, self.deadline()))) },
         }
     }
 
     /// A token of a generation newer than `generation` (the caller saw that one rejected).
     pub async fn token_newer_than(&self, generation: Generation) -> Result<LeaseGuard, TokenError> {
-        if let Some(lease) = self.shared.lease.load().filter(|l| l.generation > generation) {
-            return Ok(lease);
-        }
-        self.token_from_actor(Some(generation)).await
+        self.token_within(Some(generation), self.deadline()).await
     }
 
-    /// Asks the actor for a token and waits for its answer (or for a restarted actor).
-    async fn token_from_actor(&self, newer_than: Option<Generation>) -> Result<LeaseGuard, TokenError> {
-        let deadline = self.deadline();
+    /// A token (newer than `newer_than`, if given), waiting at most until `deadline`.
+    async fn token_within(&self, newer_than: Option<Generation>, deadline: Instant) -> Result<LeaseGuard, TokenError> {
+        if let Some(lease) = self.try_token().filter(|l| newer_than.is_none_or(|seen| l.generation > seen)) {
+            return Ok(lease);
+        }
+        self.token_from_actor(newer_than, deadline).await
+    }
+
+    /// A timeout that says why: the session's last failure and what it waits for.
+    fn timeout(&self) -> TokenError {
+        RequestError::Timeout(Box::new(self.status().stall()))
+    }
+
+    /// Asks the actor for a token and waits for its answer (or for a restarted actor) until `deadline`.
+    async fn token_from_actor(
+        &self,
+        newer_than: Option<Generation>,
+        deadline: Instant,
+    ) -> Result<LeaseGuard, TokenError> {
         loop {
             let actor = self.wait_for_actor(deadline).await?;
             let (reply, answer) = oneshot::channel();
@@ -92,13 +113,13 @@ impl SessionHandle {
                 Ok(Ok(result)) => return result.map(LeaseGuard::owned),
                 // The actor died with the request in its mailbox: ask its successor.
                 Ok(Err(_)) => continue,
-                Err(_) => return Err(TokenError::Timeout),
+                Err(_) => return Err(self.timeout()),
             }
         }
     }
 
     fn deadline(&self) -> Instant {
-        self.shared.env.clock.monotonic_now() + self.shared.policy.request_timeout + ACTOR_GRACE
+        self.shared.clock.monotonic_now() + self.shared.policy.request_timeout + ACTOR_GRACE
     }
 
     /// The current actor, waiting (until `deadline`) while the supervisor restarts it.
@@ -114,7 +135,7 @@ impl SessionHandle {
             match tokio::time::timeout_at(deadline, actor.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(TokenError::Closed),
-                Err(_) => return Err(TokenError::Timeout),
+                Err(_) => return Err(self.timeout()),
             }
         }
     }
@@ -131,54 +152,92 @@ impl SessionHandle {
             match tokio::time::timeout_at(deadline, actor.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(TokenError::Closed),
-                Err(_) => return Err(TokenError::Timeout),
+                Err(_) => return Err(self.timeout()),
             }
         }
     }
 
     /// Runs a broker call with a token, classifying its error through the broker adapter and retrying
-    /// only as rule 7 allows. *(interface)*
+    /// only as rule 7 allows.
     ///
-    /// `op` gets a lease for each attempt. A rejection (the broker said the token is not authenticated)
-    /// is reported with the lease's generation, and `op` runs again with a newer grant, at most
-    /// `retry_on_rejection` times. Any other error is returned, and a call that is not idempotent and got
-    /// no answer comes back as [`ExecuteError::OutcomeUnknown`].
+    /// `op` gets a lease for each attempt. Before each attempt's broker call it waits for a token and then
+    /// for the account's request rate limit, both within one `request_timeout` (the error says which wait
+    /// ran out: [`ExecuteError::Token`] or [`ExecuteError::RateLimited`]); a lease that died during the
+    /// waits is replaced by the current one, never used. A rejection (the broker said the token is not
+    /// authenticated) is reported with the lease's generation, and `op` runs again with a newer grant, at
+    /// most `retry_on_rejection` times — unless the retry's grant was fresh (younger than
+    /// `min_grant_age`): then the broker refuses the call, not the token, and the call fails with
+    /// [`ExecuteError::FreshTokenRefused`] without another login. A call that is not idempotent and got no
+    /// answer, or a gateway's 500/502/504, comes back as [`ExecuteError::OutcomeUnknown`]. Any other error
+    /// is returned as it is ([`ExecuteError::Broker`]); it never changes the session's state.
     pub async fn execute<T, F, Fut>(&self, idempotency: Idempotency, mut op: F) -> Result<T, ExecuteError>
     where
         F: FnMut(LeaseGuard) -> Fut,
         Fut: Future<Output = Result<T, BrokerError>>,
     {
+        let policy = &self.shared.policy;
         let mut retries = 0;
         let mut rejected: Option<Generation> = None;
         loop {
-            let lease = match rejected {
-                None => self.token().await?,
-                Some(generation) => self.token_newer_than(generation).await?,
-            };
-            let generation = lease.generation;
-            if let Some(limiter) = &self.shared.limiter {
-                let deadline = self.shared.env.clock.monotonic_now() + self.shared.policy.request_timeout;
-                if !limiter.acquire(deadline).await {
-                    return Err(ExecuteError::RateLimited { account: limiter.account().to_owned() });
-                }
-            }
+            let deadline = self.shared.clock.monotonic_now() + policy.request_timeout;
+            let lease = self.lease_for_call(rejected, deadline).await?;
+            let (generation, issued_at) = (lease.generation, lease.grant.issued_at);
             let error = match op(lease).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             let class = self.shared.broker.classify(&error);
-            if matches!(class, ErrorClass::AuthExpired | ErrorClass::Competing) {
+            let grant_age = self.shared.clock.now().saturating_duration_since(issued_at);
+            let call = FailedCall { class, delivery: error.delivery, idempotency, retries_done: retries, grant_age };
+            let decision = after_failure(&call, policy);
+            if matches!(class, ErrorClass::AuthExpired | ErrorClass::Competing) && decision.reports_rejection() {
                 self.report_rejection(generation, class);
             }
-            match after_failure(class, error.delivery, idempotency, retries, self.shared.policy.retry_on_rejection) {
+            match decision {
                 AfterFailure::RetryWithNewerGrant => {
                     retries += 1;
                     Counters::bump(&self.shared.counters.retries);
                     rejected = Some(generation);
                 }
                 AfterFailure::OutcomeUnknown => return Err(ExecuteError::OutcomeUnknown(error)),
-                _ => return Err(ExecuteError::Broker { class, error }),
+                AfterFailure::FreshTokenRefused => {
+                    Counters::bump(&self.shared.counters.fresh_token_refusals);
+                    let grant_age_ms = u64::try_from(grant_age.as_millis()).unwrap_or(u64::MAX);
+                    let detail = crate::session_actor::failure_of(self.shared.broker.as_ref(), &error).detail;
+                    tracing::warn!(
+                        session = %self.shared.id, %generation, grant_age_ms, %detail,
+                        "the broker refused a fresh token for a retried call; no login started for it"
+                    );
+                    let kind = WardenEventKind::FreshTokenRefused { generation, grant_age_ms, detail };
+                    self.shared.env.publish(&self.shared.id, self.shared.clock.now(), kind);
+                    return Err(ExecuteError::FreshTokenRefused { generation, grant_age, error });
+                }
+                AfterFailure::Fail => return Err(ExecuteError::Broker { class, error }),
             }
+        }
+    }
+
+    /// The lease one attempt's broker call starts with: a token (newer than `rejected`, if given), then the
+    /// account's request rate limit, all before `deadline`; checked again after the waits, and replaced
+    /// if it died meanwhile (its grant revoked, or its usable end passed).
+    async fn lease_for_call(
+        &self,
+        rejected: Option<Generation>,
+        deadline: Instant,
+    ) -> Result<LeaseGuard, ExecuteError> {
+        loop {
+            let lease = self.token_within(rejected, deadline).await?;
+            let Some(limiter) = &self.shared.limiter else { return Ok(lease) };
+            if !limiter.acquire(deadline).await {
+                return Err(ExecuteError::RateLimited {
+                    account: limiter.account().to_owned(),
+                    request_timeout: self.shared.policy.request_timeout,
+                });
+            }
+            if self.shared.is_current(&lease, self.shared.clock.now()) {
+                return Ok(lease);
+            }
+            Counters::bump(&self.shared.counters.stale_after_wait);
         }
     }
 
@@ -213,7 +272,7 @@ impl SessionHandle {
         self.send(SessionMsg::Logout { reply }).await?;
         tokio::time::timeout_at(self.deadline(), done)
             .await
-            .map_err(|_| TokenError::Timeout)?
+            .map_err(|_| self.timeout())?
             .map_err(|_| TokenError::Closed)
     }
 

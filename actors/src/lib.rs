@@ -18,6 +18,7 @@
 mod catch;
 pub mod clock;
 mod errors;
+mod fingerprint;
 mod handle;
 pub mod lease;
 pub mod ratelimit;

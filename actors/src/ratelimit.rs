@@ -44,7 +44,7 @@ impl AccountLimiter {
         let period = rate.per.0 / sustained + Duration::from_millis(1);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(burst)).allow_burst(burst);
-        AccountLimiter { account: account.into(), limiter: RateLimiter::direct_with_clock(quota, clock), clock }
+        AccountLimiter { account: account.into(), limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock }
     }
 
     /// The account's name.
@@ -94,7 +94,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_window_of_the_limit_ever_holds_more_than_max() {
         let clock = Clock::starting_at(warden_engine::UnixMs::from_millis(0));
-        let limiter = AccountLimiter::new("acct", Rate::new(10, Duration::from_secs(1)), clock);
+        let limiter = AccountLimiter::new("acct", Rate::new(10, Duration::from_secs(1)), clock.clone());
         let mut admitted = Vec::new();
         let deadline = clock.monotonic_now() + Duration::from_secs(3600);
         for _ in 0..200 {

@@ -7,7 +7,13 @@
 //! store; events go to the broadcast.
 //!
 //! The timer is one task per actor that sleeps until the deadline the actor last set and then sends one
-//! `Tick`; re-arming only changes the deadline, and ticks never pile up (one outstanding at most).
+//! `Tick`; re-arming only changes the deadline, and ticks never pile up (one outstanding at most). It also
+//! sends a `Tick` when the clock reports a wall-clock jump (a suspend, a clock step), so deadlines that
+//! fell in the jump take effect at once.
+//!
+//! Logs: every message is handled inside a `session` span carrying the session's id; state changes,
+//! grants, revocations and logins are logged at `info`, failures, give-ups and quarantines at `warn`, and
+//! nothing logged carries a secret (events describe grants by generation and lifetime only).
 //!
 //! A failure of the actor (a panicking adapter, a store that cannot be read, an injected fault) ends it
 //! with an error; the supervisor restarts it, and the new actor resumes from the store.
@@ -22,8 +28,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use warden_engine::{
     AttemptId, AuthFailure, BrokerError, Credentials, ErrorClass, EventKind, Generation, Grant, InvalidReason,
-    KeepaliveStatus, Lease, LoadOutcome, LoginRequest, Output, RequestError, Secret, Session, SessionConfig, UnixMs,
-    WaiterId,
+    KeepaliveStatus, Lease, LoadOutcome, LoginRequest, Output, RequestError, Secret, Session, SessionConfig, StateKind,
+    UnixMs, WaiterId,
 };
 
 use crate::catch::CatchUnwind;
@@ -125,13 +131,18 @@ impl Actor for SessionActor {
             }
             _ => Session::new(config, now),
         };
+        let mut session = session;
+        adopt_credentials(&shared, &mut session, now);
         let (timer, timer_rx) = watch::channel(None);
-        let timer_task = tokio::spawn(run_timer(myself.clone(), timer_rx));
+        let timer_task = tokio::spawn(run_timer(myself.clone(), timer_rx, shared.clock.jumps()));
+        let stall = session.stall();
         let status = SessionStatus {
             state: session.state(),
             generation: session.generation(),
             invalid_reason: session.invalid_reason().cloned(),
             since: now,
+            last_failure: stall.last_failure,
+            waiting_for: stall.waiting_for,
         };
         let mut state = ActorState {
             shared: shared.clone(),
@@ -146,7 +157,8 @@ impl Actor for SessionActor {
         if let Some(reason) = args.give_up {
             state.session.handle_give_up(now, reason);
         }
-        state.drain(&myself, now);
+        let span = tracing::info_span!("session", id = %shared.id);
+        span.in_scope(|| state.drain(&myself, now));
         shared.actor.send_replace(Some(myself));
         Ok(state)
     }
@@ -157,7 +169,43 @@ impl Actor for SessionActor {
         message: SessionMsg,
         state: &mut ActorState,
     ) -> Result<(), ActorProcessingErr> {
-        let now = state.shared.env.clock.now();
+        let span = tracing::info_span!("session", id = %state.shared.id);
+        span.in_scope(|| handle_message(&myself, message, state))
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut ActorState) -> Result<(), ActorProcessingErr> {
+        state.timer_task.abort();
+        state.shared.actor.send_replace(None);
+        if let Err(error) = state.shared.env.store.flush() {
+            tracing::warn!(session = %state.shared.id, %error, "final store flush failed");
+        }
+        Ok(())
+    }
+}
+
+/// Compares the credentials the session is opened with against the fingerprint of those it last ran
+/// with: different ones count as new credentials (a session that gave up on bad ones tries again).
+fn adopt_credentials(shared: &SessionShared, session: &mut Session, now: UnixMs) {
+    let stored = session.credentials_fingerprint().cloned();
+    let Some(current) = crate::fingerprint::fingerprint(&shared.credentials(), stored.as_ref()) else {
+        tracing::warn!(session = %shared.id, "the system random generator failed; credentials not fingerprinted");
+        return;
+    };
+    if stored.as_ref().is_some_and(|s| s.digest != current.digest) {
+        tracing::info!(session = %shared.id, "opened with other credentials than it last ran with");
+        session.handle_credentials_updated(now);
+    }
+    session.set_credentials_fingerprint(now, current);
+}
+
+/// One message: feed the core, drain its outputs.
+fn handle_message(
+    myself: &ActorRef<SessionMsg>,
+    message: SessionMsg,
+    state: &mut ActorState,
+) -> Result<(), ActorProcessingErr> {
+    {
+        let now = state.shared.clock.now();
         if state.shared.lease.take_used() {
             state.session.handle_activity(now);
         }
@@ -174,11 +222,14 @@ impl Actor for SessionActor {
             SessionMsg::AuthDone { attempt, result } => session.handle_auth_completed(now, attempt, result),
             SessionMsg::KeepaliveDone { attempt, result } => session.handle_keepalive_completed(now, attempt, result),
             SessionMsg::Reset => session.handle_reset(now),
-            SessionMsg::CredentialsUpdated => session.handle_credentials_updated(now),
+            SessionMsg::CredentialsUpdated => {
+                session.handle_credentials_updated(now);
+                adopt_credentials(&state.shared, &mut state.session, now);
+            }
             SessionMsg::SecondFactor(code) => session.handle_second_factor(now, code),
             SessionMsg::Logout { reply } => {
                 session.handle_logout(now);
-                state.drain(&myself, now);
+                state.drain(myself, now);
                 let _ = reply.send(());
                 return Ok(());
             }
@@ -187,16 +238,7 @@ impl Actor for SessionActor {
             }
             SessionMsg::Crash(why) => return Err(why.into()),
         }
-        state.drain(&myself, now);
-        Ok(())
-    }
-
-    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut ActorState) -> Result<(), ActorProcessingErr> {
-        state.timer_task.abort();
-        state.shared.actor.send_replace(None);
-        if let Err(error) = state.shared.env.store.flush() {
-            tracing::warn!(session = %state.shared.id, %error, "final store flush failed");
-        }
+        state.drain(myself, now);
         Ok(())
     }
 }
@@ -219,15 +261,22 @@ impl ActorState {
                     let snapshot = self.session.snapshot();
                     if let Err(error) = self.shared.env.store.save(&snapshot, durability) {
                         Counters::bump(&self.shared.counters.persist_failures);
-                        tracing::warn!(session = %self.shared.id, %error, "snapshot not saved; continuing from memory");
+                        tracing::warn!(%error, "snapshot not saved; continuing from memory");
                         let detail = error.to_string();
                         self.shared.env.publish(&self.shared.id, now, WardenEventKind::PersistFailed { detail });
                     }
                 }
                 Output::Event(event) => {
-                    if let EventKind::StateChanged { to, .. } = &event.kind {
-                        self.status.state = *to;
-                        self.status.since = event.at;
+                    log_event(&event.kind);
+                    match &event.kind {
+                        EventKind::StateChanged { to, .. } => {
+                            self.status.state = *to;
+                            self.status.since = event.at;
+                        }
+                        EventKind::Revoked { generation, .. } => {
+                            self.shared.revoked_upto.fetch_max(generation.0, std::sync::atomic::Ordering::AcqRel);
+                        }
+                        _ => {}
                     }
                     if let Err(error) = self.shared.env.store.append_log(&self.shared.id, &event) {
                         tracing::debug!(session = %self.shared.id, %error, "transition log entry not written");
@@ -238,7 +287,7 @@ impl ActorState {
             }
         }
         self.publish_status();
-        let deadline = self.session.poll_timeout().map(|t| self.shared.env.clock.instant_at(t));
+        let deadline = self.session.poll_timeout().map(|t| self.shared.clock.instant_at(t));
         self.timer.send_if_modified(|current| {
             let changed = *current != deadline;
             *current = deadline;
@@ -256,6 +305,9 @@ impl ActorState {
     fn publish_status(&mut self) {
         self.status.generation = self.session.generation();
         self.status.invalid_reason = self.session.invalid_reason().cloned();
+        let stall = self.session.stall();
+        self.status.last_failure = stall.last_failure;
+        self.status.waiting_for = stall.waiting_for;
         let status = &self.status;
         self.shared.status.send_if_modified(|current| {
             let changed = current != status;
@@ -275,6 +327,7 @@ impl ActorState {
         second_factor: Option<Secret>,
     ) {
         Counters::bump(&self.shared.counters.logins);
+        tracing::info!(attempt = attempt.0, take_over, "login started");
         let broker = self.shared.broker.clone();
         let credentials: Credentials = self.shared.credentials();
         let call = async move {
@@ -286,6 +339,7 @@ impl ActorState {
 
     fn start_refresh(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
         Counters::bump(&self.shared.counters.refreshes);
+        tracing::debug!(attempt = attempt.0, "refresh started");
         let broker = self.shared.broker.clone();
         let call = async move { broker.refresh(now, &grant).await };
         self.spawn_call(myself, "refresh", call, move |result| SessionMsg::AuthDone { attempt, result });
@@ -358,30 +412,55 @@ pub(crate) fn failure_of(broker: &dyn warden_engine::Broker, error: &BrokerError
     AuthFailure::new(class, detail)
 }
 
-/// The actor's one timer: sleeps until the deadline the actor set last, then sends one `Tick`.
-async fn run_timer(actor: ActorRef<SessionMsg>, mut deadline: watch::Receiver<Option<Instant>>) {
+/// Logs one of the core's events: failures and give-ups at `warn`, the rest at `info` (`debug` for
+/// deferrals). The message is the event's sentence, which carries no secret.
+fn log_event(kind: &EventKind) {
+    match kind {
+        EventKind::AuthFailed { .. }
+        | EventKind::KeepaliveFailed { .. }
+        | EventKind::LoginDiscarded { .. }
+        | EventKind::PolicyWarning { .. }
+        | EventKind::StateChanged { to: StateKind::Invalid, .. } => tracing::warn!("{kind}"),
+        EventKind::Deferred { .. } => tracing::debug!("{kind}"),
+        _ => tracing::info!("{kind}"),
+    }
+}
+
+/// The actor's one timer: sleeps until the deadline the actor set last, then sends one `Tick`; also sends
+/// one when the clock reports a wall-clock jump.
+async fn run_timer(
+    actor: ActorRef<SessionMsg>,
+    mut deadline: watch::Receiver<Option<Instant>>,
+    mut jumps: watch::Receiver<u64>,
+) {
+    let mut jumps_open = true;
     loop {
         let current = *deadline.borrow_and_update();
-        match current {
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {
-                        if actor.cast(SessionMsg::Tick).is_err() {
-                            return;
-                        }
-                        // Wait for the actor to set the next deadline (it always moves past `at`).
-                        if deadline.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                    changed = deadline.changed() => if changed.is_err() { return },
-                }
+        let sleep = async {
+            match current {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
-            None => {
+        };
+        tokio::select! {
+            () = sleep => {
+                if actor.cast(SessionMsg::Tick).is_err() {
+                    return;
+                }
+                // Wait for the actor to set the next deadline (it always moves past `at`).
                 if deadline.changed().await.is_err() {
                     return;
                 }
             }
+            changed = deadline.changed() => if changed.is_err() { return },
+            jumped = jumps.changed(), if jumps_open => match jumped {
+                Ok(()) => {
+                    if actor.cast(SessionMsg::Tick).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => jumps_open = false,
+            },
         }
     }
 }

@@ -183,7 +183,10 @@ impl WardenBuilder {
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Memory => Arc::new(warden_adapters::MemoryStore::new()),
             StoreChoice::Given(store) => store,
-            StoreChoice::Path(path, options) => open_sled(&path, options.clock(Arc::new(move || clock.now())))?,
+            StoreChoice::Path(path, options) => {
+                let stamp = clock.clone();
+                open_sled(&path, options.clock(Arc::new(move || stamp.now())))?
+            }
         };
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let env = Arc::new(Env { clock, store, events });
@@ -253,7 +256,7 @@ impl Warden {
 
     /// The clock sessions run on.
     pub fn clock(&self) -> Clock {
-        self.inner.env.clock
+        self.inner.env.clock.clone()
     }
 
     /// The store.
@@ -285,18 +288,30 @@ impl Warden {
             let mut limiters = self.inner.limiters.lock().unwrap_or_else(|p| p.into_inner());
             limiters
                 .entry(account.clone())
-                .or_insert_with(|| Arc::new(AccountLimiter::new(account, rate, self.inner.env.clock)))
+                .or_insert_with(|| Arc::new(AccountLimiter::new(account, rate, self.inner.env.clock.clone())))
                 .clone()
         });
         let now = self.inner.env.clock.now();
+        if let Some(detail) = spec
+            .broker
+            .token_lifetime()
+            .and_then(|lifetime| policy.feasibility(lifetime, spec.broker.capabilities().refresh))
+        {
+            tracing::warn!(session = %spec.id, %detail, "the session's policy does not fit its broker");
+            self.inner.env.publish(&spec.id, now, crate::shared::WardenEventKind::PolicyWarning { detail });
+        }
         let shared = Arc::new(SessionShared {
             id: spec.id.clone(),
             lease: LeaseCell::default(),
+            revoked_upto: std::sync::atomic::AtomicU64::new(0),
+            clock: self.inner.env.clock.clone(),
             status: watch::Sender::new(SessionStatus {
                 state: StateKind::Expired,
                 generation: Generation::NONE,
                 invalid_reason: None,
                 since: now,
+                last_failure: None,
+                waiting_for: None,
             }),
             actor: watch::Sender::new(None),
             broker: spec.broker,

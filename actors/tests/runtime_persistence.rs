@@ -33,7 +33,7 @@ async fn warden_at(path: &Path, clock: Clock) -> Warden {
 /// `Warden` on the same path opens the session again with a fresh broker.
 async fn restart_after(path: &Path, clock: Clock, down: Duration) -> (Warden, SessionHandle, Arc<ScriptedBroker>) {
     let first = broker();
-    let warden = warden_at(path, clock).await;
+    let warden = warden_at(path, clock.clone()).await;
     let session = open(&warden, &first).await;
     assert_eq!(session.token().await.unwrap().generation, Generation(1));
     assert_eq!(first.logins(), 1);
@@ -92,7 +92,7 @@ async fn tokens_never_reach_the_files_in_clear_and_a_wrong_key_quarantines() {
     };
 
     let first = broker();
-    let warden = Warden::builder().store(store(7)).clock(clock).build().await.unwrap();
+    let warden = Warden::builder().store(store(7)).clock(clock.clone()).build().await.unwrap();
     let session = open(&warden, &first).await;
     let token = session.token().await.unwrap().token().to_owned();
     assert_eq!(token, "kotak-tok-1");

@@ -272,6 +272,8 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                     take_over,
                     force_login: take_over && generation % 2 == 0,
                     last_activity: last,
+                    credentials_fingerprint: None,
+                    operator_anchor: None,
                 }
             },
         )

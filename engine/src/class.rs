@@ -31,12 +31,18 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// The usual meaning of an HTTP status, for adapters to start from: 401 and 403 are
+    /// The usual meaning of an HTTP status, for adapters to start from: 401 is
     /// [`ErrorClass::AuthExpired`], 429 is [`ErrorClass::RateLimited`], 408 and 5xx are
-    /// [`ErrorClass::Transient`], other 4xx are [`ErrorClass::Permanent`], anything else transient.
+    /// [`ErrorClass::Transient`], other 4xx — 403 among them — are [`ErrorClass::Permanent`], anything
+    /// else transient.
+    ///
+    /// A 403 is a refusal of the call ("segment not permitted", "insufficient funds"), not of the token:
+    /// treating it as an expired token makes every refused order cost a login. Brokers that signal an
+    /// expired token with a 403 (Kotak Neo's "Invalid session", Kite's `TokenException`) say so in their
+    /// adapter's [`crate::Broker::classify`], by the body's code or message, not by the status alone.
     pub fn from_http_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
         match status {
-            401 | 403 => ErrorClass::AuthExpired,
+            401 => ErrorClass::AuthExpired,
             429 => ErrorClass::RateLimited { retry_after },
             408 | 500..=599 => ErrorClass::Transient,
             400..=499 => ErrorClass::Permanent,
@@ -90,7 +96,7 @@ mod tests {
     #[test]
     fn http_statuses_map_to_classes() {
         assert_eq!(ErrorClass::from_http_status(401, None), ErrorClass::AuthExpired);
-        assert_eq!(ErrorClass::from_http_status(403, None), ErrorClass::AuthExpired);
+        assert_eq!(ErrorClass::from_http_status(403, None), ErrorClass::Permanent, "a business refusal");
         let wait = Some(Duration::from_secs(600));
         assert_eq!(ErrorClass::from_http_status(429, wait), ErrorClass::RateLimited { retry_after: wait });
         assert_eq!(ErrorClass::from_http_status(503, None), ErrorClass::Transient);

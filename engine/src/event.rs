@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::class::ErrorClass;
 use crate::ids::Generation;
-use crate::session::{AuthKind, StateKind};
+use crate::kinds::{AuthKind, StateKind};
 use crate::time::{UnixMs, format_duration};
 
 /// One thing that happened to a session, at a wall-clock time.
@@ -22,7 +22,7 @@ pub struct SessionEvent {
     pub kind: EventKind,
 }
 
-/// What happened. *(interface; variants may be added)*
+/// What happened (variants may be added).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -81,6 +81,67 @@ pub enum EventKind {
         /// Failed pings in a row.
         consecutive: u32,
     },
+    /// A login issued before the daily cut-off came back after it: its grant is dead. It was thrown away
+    /// (and logged out); a new login starts at once (or, with `after_cutoff = "operator"`, waits for a
+    /// person). The discarded attempt and its replacement count as one attempt against `login_rate`.
+    LoginDiscarded {
+        /// When the discarded grant was issued.
+        issued_at: UnixMs,
+        /// The cut-off it missed.
+        cutoff_at: UnixMs,
+    },
+    /// The policy cannot keep this broker's tokens alive as configured (e.g. `login_rate` allows fewer
+    /// logins than tokens this short need without a refresh grant). Said once per session.
+    PolicyWarning {
+        /// What does not fit, naming the settings.
+        detail: String,
+    },
+}
+
+impl fmt::Display for SessionEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.kind)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::StateChanged { from, to, reason } => write!(f, "moved from {from} to {to}: {reason}"),
+            EventKind::GrantInstalled { generation, kind, expires_at, lifetime_ms, .. } => {
+                write!(f, "installed grant {generation} from a {kind}")?;
+                match (expires_at, lifetime_ms) {
+                    (Some(at), Some(ms)) => {
+                        write!(f, ", expiring at {at} (lifetime {})", format_duration(Duration::from_millis(*ms)))
+                    }
+                    (Some(at), None) => write!(f, ", expiring at {at}"),
+                    _ => f.write_str(", with no expiry given"),
+                }
+            }
+            EventKind::Revoked { generation, reason } => {
+                write!(f, "revoked grant {generation} ({reason}): drop every cache derived from it")
+            }
+            EventKind::AuthFailed { kind, class, detail, consecutive_failures } => {
+                write!(f, "the {kind} failed ({class}: {detail})")?;
+                if *consecutive_failures > 0 {
+                    write!(f, "; {consecutive_failures} rejected login(s) in a row")?;
+                }
+                Ok(())
+            }
+            EventKind::Deferred { until, cause } => {
+                write!(f, "the next login or refresh waits until {until} ({cause})")
+            }
+            EventKind::KeepaliveFailed { class, consecutive } => {
+                write!(f, "a keep-alive failed ({class}); {consecutive} in a row")
+            }
+            EventKind::LoginDiscarded { issued_at, cutoff_at } => write!(
+                f,
+                "a login issued at {issued_at}, before the daily cut-off at {cutoff_at}, came back after it: its \
+                 grant was discarded"
+            ),
+            EventKind::PolicyWarning { detail } => write!(f, "the policy does not fit the broker: {detail}"),
+        }
+    }
 }
 
 /// Why an attempt waits.
@@ -93,6 +154,16 @@ pub enum DeferCause {
     LoginRate,
     /// The broker asked to wait.
     RetryAfter,
+}
+
+impl fmt::Display for DeferCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeferCause::Backoff => "backing off after failures",
+            DeferCause::LoginRate => "the login rate limit is spent until then",
+            DeferCause::RetryAfter => "the broker asked to wait",
+        })
+    }
 }
 
 /// Why a transition happened.
@@ -145,6 +216,35 @@ pub enum Reason {
     LoggedOut,
 }
 
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Started => f.write_str("the session was created"),
+            Reason::Restored => f.write_str("the session was restored from the store"),
+            Reason::Authenticated => f.write_str("a login or refresh succeeded"),
+            Reason::RefreshDue => f.write_str("the refresh time was reached"),
+            Reason::SessionAgeReached => f.write_str("the login reached max_session_age"),
+            Reason::LazyRefresh => f.write_str("a request came within the lazy threshold of expiry"),
+            Reason::TokenExpired => f.write_str("the token's usable life ended"),
+            Reason::DailyCutoff => f.write_str("the daily cut-off passed"),
+            Reason::Rejected => f.write_str("the broker rejected the token"),
+            Reason::KeepaliveUnauthenticated => f.write_str("a keep-alive said the session is not authenticated"),
+            Reason::KeepaliveFailed => f.write_str("too many keep-alives failed in a row"),
+            Reason::Idle => f.write_str("no request came for idle_timeout"),
+            Reason::Demand => f.write_str("a request asked for a token"),
+            Reason::Eager => f.write_str("the policy is eager"),
+            Reason::Warmup => f.write_str("the warm-up time was reached"),
+            Reason::AuthFailed => f.write_str("a login or refresh failed"),
+            Reason::GaveUp(reason) => write!(f, "gave up: {reason}"),
+            Reason::Reset => f.write_str("an operator reset the session"),
+            Reason::CredentialsUpdated => f.write_str("new credentials were supplied"),
+            Reason::SecondFactor => f.write_str("an operator supplied a second factor or login code"),
+            Reason::Competing => f.write_str("another login holds the account"),
+            Reason::LoggedOut => f.write_str("the session was logged out"),
+        }
+    }
+}
+
 /// Why a session gave up (`Invalid`); it stays there until an operator acts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -166,7 +266,13 @@ pub enum InvalidReason {
     },
     /// Another login holds the account and the policy says yield.
     Competing,
-    /// The session actor crashed too often.
+    /// The broker's daily expiry passed and its next login needs a person (`after_cutoff =
+    /// "operator"`): hand in a request token or code (`supply_second_factor`) or new credentials.
+    AfterCutoff {
+        /// The cut-off that passed.
+        cutoff_at: UnixMs,
+    },
+    /// The session actor crashed too often (in this process; a new process starts with a fresh budget).
     RestartLimit {
         /// Restarts counted.
         restarts: u32,
@@ -184,6 +290,11 @@ impl fmt::Display for InvalidReason {
                 write!(f, "gave up after {failures} rejected logins in a row (protecting the account from lock-out)")
             }
             InvalidReason::Competing => f.write_str("another login holds the account and the policy says yield"),
+            InvalidReason::AfterCutoff { cutoff_at } => write!(
+                f,
+                "the broker's daily expiry at {cutoff_at} passed and its next login needs a person: hand in a request \
+                 token or login code (supply_second_factor) or new credentials (update_credentials)"
+            ),
             InvalidReason::RestartLimit { restarts, within_ms } => write!(
                 f,
                 "the session actor failed {restarts} times within {}",

@@ -35,6 +35,7 @@ pub mod class;
 pub mod event;
 pub mod grant;
 pub mod ids;
+pub mod kinds;
 pub mod policy;
 pub mod ports;
 pub mod ratelimit;
@@ -43,19 +44,23 @@ pub mod rng;
 pub mod secret;
 pub mod session;
 pub mod snapshot;
+pub mod stall;
 pub mod time;
 
 pub use class::{AuthFailure, ErrorClass};
-pub use event::{EventKind, InvalidReason, Reason, SessionEvent};
+pub use event::{DeferCause, EventKind, InvalidReason, Reason, SessionEvent};
 pub use grant::{Credentials, Grant};
 pub use ids::{AttemptId, Generation, SessionId, SessionIdError, WaiterId};
-pub use policy::{Backoff, DailyCutoff, Mode, OnCompeting, Policy, PolicyError, Preset, Rate, RestartLimit};
+pub use policy::{
+    AfterCutoff, Backoff, DailyCutoff, Mode, OnCompeting, Policy, PolicyError, Preset, Rate, RestartLimit,
+};
 pub use ports::{
     BoxFuture, Broker, BrokerError, BrokerRequest, Capabilities, Delivery, Durability, KeepaliveStatus, LoadOutcome,
     LoginRequest, Store, StoreError,
 };
-pub use retry::{AfterFailure, Idempotency};
+pub use retry::{AfterFailure, FailedCall, Idempotency};
 pub use secret::Secret;
 pub use session::{AuthKind, Input, Lease, Output, RequestError, Session, SessionConfig, StateKind};
-pub use snapshot::{RestoreError, SNAPSHOT_FORMAT_VERSION, Snapshot};
+pub use snapshot::{CredentialsFingerprint, RestoreError, SNAPSHOT_FORMAT_VERSION, Snapshot};
+pub use stall::{CallKind, LastFailure, Stall, WaitingFor};
 pub use time::UnixMs;

@@ -107,6 +107,19 @@ pub enum OnCompeting {
     Yield,
 }
 
+/// What happens after the daily cut-off. *(interface)*
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterCutoff {
+    /// warden logs in again by itself (at the warm-up time, on demand, or at once when eager).
+    #[default]
+    Login,
+    /// The broker's login after its daily expiry needs a person (Zerodha's browser login, OpenAlgo's
+    /// forced re-login): no automatic login after a cut-off; requests fail fast, naming the cut-off and the
+    /// way back, until an operator hands in a request token, a code or new credentials.
+    Operator,
+}
+
 /// A rate: at most `max` events in any window of length `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +505,14 @@ policy_settings! {
     max_waiters: u32 => u32,
     /// Automatic retries of a call the broker rejected as unauthenticated (with a newer grant).
     retry_on_rejection: u32 => u32,
+    /// A retried call rejected again with a grant younger than this fails ("the broker refused a fresh
+    /// token") instead of starting another login: the refusal is about the call, not the token.
+    min_grant_age: Duration => HumanDuration,
+    /// While requests wait for a refresh that failed, the next refresh try comes at most this long after
+    /// the failure, whatever the backoff says (refreshes do not lock accounts; logins keep the backoff).
+    waiting_refresh_retry: Duration => HumanDuration,
+    /// Whether warden logs in again after the daily cut-off, or a person must.
+    after_cutoff: AfterCutoff => AfterCutoff,
     /// Whether an expired session logs in again at once or when asked.
     mode: Mode => Mode,
     /// What to do when another login holds the account.
@@ -542,6 +563,9 @@ impl Policy {
             auth_timeout: Duration::from_secs(30),
             max_waiters: 16_384,
             retry_on_rejection: 1,
+            min_grant_age: Duration::from_secs(10),
+            waiting_refresh_retry: Duration::from_secs(1),
+            after_cutoff: AfterCutoff::Login,
             mode: Mode::Lazy,
             on_competing: OnCompeting::TakeOver,
             restart_limit: RestartLimit { max: 5, within: HumanDuration(Duration::from_secs(60)) },
@@ -588,6 +612,7 @@ impl Policy {
             ("idle_timeout", self.idle_timeout),
             ("backoff.min", Some(self.backoff.min.0)),
             ("restart_limit.within", Some(self.restart_limit.within.0)),
+            ("waiting_refresh_retry", Some(self.waiting_refresh_retry)),
         ] {
             if value == Some(Duration::ZERO) {
                 return Err(PolicyError::Zero { setting });
@@ -621,7 +646,41 @@ impl Policy {
                 return Err(PolicyError::ZeroCount { setting });
             }
         }
+        if self.after_cutoff == AfterCutoff::Operator && self.daily_cutoff.is_none() {
+            return Err(PolicyError::OperatorWithoutCutoff);
+        }
         Ok(())
+    }
+
+    /// The expiry margin used for a token of `lifetime`: `expiry_margin`, scaled down to a tenth of the
+    /// lifetime when it does not fit (a 10 s token keeps 1 s, not 5 s, and so can be refreshed ahead).
+    pub fn expiry_margin_for(&self, lifetime: Option<Duration>) -> Duration {
+        lifetime.map_or(self.expiry_margin, |l| self.expiry_margin.min(l / 10))
+    }
+
+    /// What does not fit between this policy and a broker whose tokens live `lifetime`, or `None`.
+    /// `refreshable`: the broker renews tokens by a refresh grant (which does not count against
+    /// `login_rate`); without one, a session in use needs a login per token lifetime, and a `login_rate`
+    /// that allows fewer starves it.
+    pub fn feasibility(&self, lifetime: Duration, refreshable: bool) -> Option<String> {
+        let usable = lifetime.saturating_sub(self.expiry_margin_for(Some(lifetime)));
+        if usable.is_zero() {
+            return Some(format!("tokens live {} and cannot be used at all", format_duration(lifetime)));
+        }
+        let rate = self.login_rate.filter(|_| !refreshable)?;
+        let per_ms = rate.per.0.as_millis();
+        let needed = per_ms.div_ceil(usable.as_millis().max(1));
+        (needed > u128::from(rate.max)).then(|| {
+            format!(
+                "tokens live {} and the broker has no refresh grant, so a session in use needs a login every {}: \
+                 {needed} per {}, but `login_rate` allows {} — requests will wait for logins; raise `login_rate` \
+                 (within the broker's own limit) or expect gaps",
+                format_duration(lifetime),
+                format_duration(usable),
+                format_duration(rate.per.0),
+                rate.max,
+            )
+        })
     }
 
     /// Checks the policy against a token lifetime the broker is known to give: the refresh buffer, the
@@ -733,6 +792,11 @@ pub enum PolicyError {
         /// The maximum.
         max: Duration,
     },
+    /// `after_cutoff = "operator"` without a daily cut-off to apply it to.
+    #[error(
+        "`after_cutoff = \"operator\"` needs a `daily_cutoff` (the broker's daily expiry, after which a person must log in)"
+    )]
+    OperatorWithoutCutoff,
     /// A lead time is not shorter than the broker's token lifetime.
     #[error("`{setting}` ({}) must be shorter than the token lifetime ({})", format_duration(*value), format_duration(*lifetime))]
     LongerThanLifetime {

@@ -39,7 +39,7 @@ pub enum Delivery {
     NotSent,
     /// It left but no answer came (timeout, connection lost): the broker may have executed it.
     Unknown,
-    /// The broker answered (with an error status).
+    /// The broker answered (with an error status) and did not execute it.
     Answered,
 }
 
@@ -63,14 +63,23 @@ pub struct BrokerError {
 
 impl BrokerError {
     /// An answered error with an HTTP status.
+    ///
+    /// A 500, 502 or 504 is an answer from the broker's front (a gateway, a load balancer, a crashed
+    /// handler) that says nothing about whether the request was executed behind it: its delivery is
+    /// [`Delivery::Unknown`], so a non-idempotent call (an order) that gets one comes back as an unknown
+    /// outcome and is never retried. An adapter that knows a particular such answer means "not executed"
+    /// marks it with [`BrokerError::not_executed`].
     pub fn http(status: u16, message: impl Into<String>) -> BrokerError {
-        BrokerError {
-            status: Some(status),
-            code: None,
-            message: message.into(),
-            retry_after: None,
-            delivery: Delivery::Answered,
-        }
+        let delivery = if matches!(status, 500 | 502 | 504) { Delivery::Unknown } else { Delivery::Answered };
+        BrokerError { status: Some(status), code: None, message: message.into(), retry_after: None, delivery }
+    }
+
+    /// Marks an answer as one the broker documents as "not executed" (its delivery becomes
+    /// [`Delivery::Answered`]), e.g. a 500 whose body carries an order-validation code.
+    #[must_use]
+    pub fn not_executed(mut self) -> BrokerError {
+        self.delivery = Delivery::Answered;
+        self
     }
 
     /// A request that got no answer (timeout, connection lost).
@@ -154,6 +163,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// What the broker supports besides login.
     fn capabilities(&self) -> Capabilities;
+
+    /// The lifetime of the access tokens this broker issues, if it is known before the first login (Saxo:
+    /// 20 minutes). `Warden::open` checks the session's policy against it and warns when the policy cannot
+    /// keep such tokens alive (see [`crate::Policy::feasibility`]).
+    fn token_lifetime(&self) -> Option<Duration> {
+        None
+    }
 
     /// A full login.
     fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>>;

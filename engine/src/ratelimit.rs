@@ -58,6 +58,11 @@ impl LoginHistory {
         }
     }
 
+    /// Forgets the newest attempt (a login thrown away and made again counts once).
+    pub fn forget_last(&mut self) {
+        self.attempts.pop_back();
+    }
+
     /// The attempts kept, oldest first.
     pub fn attempts(&self) -> impl Iterator<Item = UnixMs> + '_ {
         self.attempts.iter().copied()

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::InvalidReason;
 use crate::grant::Grant;
 use crate::ids::{Generation, SessionId};
-use crate::session::StateKind;
+use crate::kinds::StateKind;
+use crate::secret::Secret;
 use crate::time::UnixMs;
 
 /// The snapshot format this build writes and reads.
@@ -53,6 +54,25 @@ pub struct Snapshot {
     pub force_login: bool,
     /// The last time a request was seen (for the idle timeout).
     pub last_activity: UnixMs,
+    /// The fingerprint of the credentials the session last ran with (set by the runtime).
+    #[serde(default)]
+    pub credentials_fingerprint: Option<CredentialsFingerprint>,
+    /// With `after_cutoff = "operator"`: the last login or operator action; a daily cut-off after it
+    /// means no automatic login until a person acts.
+    #[serde(default)]
+    pub operator_anchor: Option<UnixMs>,
+}
+
+/// A keyed digest of the credentials a session last ran with. The runtime computes it (the core only
+/// stores and compares it), so that a session that gave up on bad credentials leaves `Invalid` by itself
+/// when it is opened with different ones — an operator who fixed a password and restarted needs no code
+/// and no deleted database. Both parts are secrets: they serialise redacted outside the store's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsFingerprint {
+    /// The random key the digest was made with (hex).
+    pub key: Secret,
+    /// The digest of the credentials under `key` (hex).
+    pub digest: Secret,
 }
 
 /// The current grant as stored.

@@ -112,9 +112,10 @@ fn a_late_tick_still_does_not_serve_the_old_token() {
 }
 
 #[test]
-fn a_login_in_flight_across_the_cutoff_is_not_used() {
+fn a_login_in_flight_across_the_cutoff_is_discarded_and_made_again_at_once() {
     // The login starts at 02:59:59 IST and its answer arrives at 03:00:01 IST: the broker issued the
-    // token before its cut-off, so it is dead. The session logs in again instead of serving it.
+    // token before its cut-off, so it is dead. The session throws it away (logging it out) and logs in
+    // again at once — no backoff — and the two attempts count as one against the login rate.
     let mut h =
         Harness::new(config(policy("Asia/Kolkata", "03:00", None, Mode::Lazy), false), at("2026-03-09T21:00:00Z"));
     h.now = at("2026-03-09T21:29:59Z");
@@ -127,9 +128,14 @@ fn a_login_in_flight_across_the_cutoff_is_not_used() {
     assert_eq!(served(&outputs), None, "{outputs:#?}");
     assert_eq!(h.session.generation(), Generation::NONE);
     assert_eq!(h.session.state(), StateKind::Reinitializing);
-    // After the backoff a new login runs, and its token (issued after the cut-off) serves the waiter.
-    let outputs = h.tick_at_timeout();
-    assert!(has_login(&outputs), "{outputs:#?}");
+    assert!(has_login(&outputs), "the new login starts at once: {outputs:#?}");
+    assert!(outputs.iter().any(|o| matches!(o, Output::Logout { .. })), "the dead grant is logged out");
+    assert!(
+        outputs.iter().any(|o| matches!(o, Output::Event(e) if matches!(e.kind, EventKind::LoginDiscarded { cutoff_at, .. } if cutoff_at == at("2026-03-09T21:30:00Z")))),
+        "{outputs:#?}"
+    );
+    assert_eq!(h.session.login_attempts().count(), 1, "the discarded login and its replacement count once");
+    // The new login's token (issued after the cut-off) serves the waiter.
     let grant = h.grant(Some(TWO_DAYS), false);
     let outputs = h.complete_auth(Ok(grant));
     assert!(outputs.iter().any(|o| matches!(o, Output::Serve { waiter: w, .. } if *w == waiter)), "{outputs:#?}");

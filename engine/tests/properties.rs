@@ -25,8 +25,8 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
-use warden_engine::retry::{AfterFailure, Idempotency, after_failure};
-use warden_engine::{Delivery, ErrorClass, InvalidReason, StateKind};
+use warden_engine::retry::{AfterFailure, FailedCall, Idempotency, after_failure};
+use warden_engine::{Delivery, ErrorClass, InvalidReason, Policy, StateKind};
 
 use support::model::{Driver, Rule, Spec, Stats, Step, spec_strategy, step_strategy};
 
@@ -36,7 +36,8 @@ struct Model {
     spec: Spec,
     /// Logged out (until a restart, which opens the session again).
     stopped: bool,
-    /// The supervisor gave up (until a reset, new credentials or a logout).
+    /// The supervisor gave up (until a reset, new credentials, a logout, or a restart: a new process has a
+    /// fresh restart budget).
     given_up: bool,
 }
 
@@ -61,7 +62,10 @@ impl ReferenceStateMachine for SessionModel {
                 state.stopped = true;
                 state.given_up = false;
             }
-            Step::Restart { .. } => state.stopped = false,
+            Step::Restart { .. } => {
+                state.stopped = false;
+                state.given_up = false;
+            }
             Step::GiveUp if !state.stopped => state.given_up = true,
             Step::Reset | Step::CredentialsUpdated if !state.stopped => state.given_up = false,
             _ => {}
@@ -187,7 +191,8 @@ proptest! {
 
     /// Rule 7: only an answered authentication rejection is retried (with a newer grant, at most
     /// `retry_on_rejection` times); a call on a non-idempotent operation whose delivery is unknown is
-    /// reported as `OutcomeUnknown` and never retried.
+    /// reported as `OutcomeUnknown` and never retried; a retry rejected again with a fresh grant fails
+    /// without a report (no login for it).
     #[test]
     fn no_automatic_retry_of_unknown_non_idempotent_outcome(
         class in error_class(),
@@ -195,8 +200,13 @@ proptest! {
         idempotency in prop_oneof![Just(Idempotency::Idempotent), Just(Idempotency::NonIdempotent)],
         retries_done in 0u32..6,
         retry_limit in 0u32..6,
+        grant_age_s in 0u64..30,
     ) {
-        let decision = after_failure(class, delivery, idempotency, retries_done, retry_limit);
+        let mut policy = Policy::default();
+        policy.retry_on_rejection = retry_limit;
+        let grant_age = std::time::Duration::from_secs(grant_age_s);
+        let call = |retries_done| FailedCall { class, delivery, idempotency, retries_done, grant_age };
+        let decision = after_failure(&call(retries_done), &policy);
         if idempotency == Idempotency::NonIdempotent && delivery == Delivery::Unknown {
             prop_assert_eq!(decision, AfterFailure::OutcomeUnknown);
         }
@@ -209,9 +219,12 @@ proptest! {
             prop_assert_eq!(delivery, Delivery::Unknown);
             prop_assert_eq!(idempotency, Idempotency::NonIdempotent);
         }
+        if decision == AfterFailure::FreshTokenRefused {
+            prop_assert!(retries_done > 0 && grant_age < policy.min_grant_age);
+        }
         // Repeating the same failure retries at most `retry_limit` times in all.
         let mut retries = 0;
-        while after_failure(class, delivery, idempotency, retries, retry_limit) == AfterFailure::RetryWithNewerGrant {
+        while after_failure(&call(retries), &policy) == AfterFailure::RetryWithNewerGrant {
             retries += 1;
             prop_assert!(retries <= retry_limit);
         }

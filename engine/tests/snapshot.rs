@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use support::model::{Driver, Spec, spec_strategy, step_strategy};
 use support::{Harness, at, plus};
 use warden_engine::{
-    Capabilities, Mode, Output, Policy, Preset, RestoreError, SNAPSHOT_FORMAT_VERSION, Session, SessionConfig,
-    SessionId, Snapshot, StateKind, UnixMs,
+    Capabilities, InvalidReason, Mode, Output, Policy, Preset, RestoreError, SNAPSHOT_FORMAT_VERSION, Session,
+    SessionConfig, SessionId, Snapshot, StateKind, UnixMs,
 };
 
 fn round_trip(snapshot: &Snapshot) -> Snapshot {
@@ -23,7 +23,13 @@ fn round_trip(snapshot: &Snapshot) -> Snapshot {
 }
 
 /// The state a session restored at the instant of its snapshot must be in.
-fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec, now: UnixMs) -> bool {
+fn restored_kind_is_expected(
+    saved: StateKind,
+    restart_limit: bool,
+    restored: StateKind,
+    spec: &Spec,
+    now: UnixMs,
+) -> bool {
     // Between a daily cut-off and its warm-up time an expired session waits for the warm-up.
     let config = spec.config();
     let waits_for_warmup = config.policy.daily_cutoff.as_ref().is_some_and(|c| {
@@ -34,6 +40,8 @@ fn restored_kind_is_expected(saved: StateKind, restored: StateKind, spec: &Spec,
     });
     match saved {
         StateKind::Valid | StateKind::ExpiringSoon => restored.token_usable(),
+        // Giving up after a crash loop lasts as long as the process: a restart leaves `Invalid`.
+        StateKind::Invalid if restart_limit => restored != StateKind::Invalid,
         StateKind::Invalid => restored == StateKind::Invalid,
         // Calls in flight died with the process: the session wants a grant again, and asks for one at
         // once only in eager mode (idleness counts from the restart).
@@ -66,8 +74,19 @@ proptest! {
         let outputs: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
         let again = restored.snapshot();
         prop_assert_eq!(restored.generation(), saved.generation);
-        prop_assert_eq!(&again.grant, &saved.grant);
-        prop_assert_eq!(&again.invalid_reason, &saved.invalid_reason);
+        let restart_limit = matches!(saved.invalid_reason, Some(InvalidReason::RestartLimit { .. }));
+        if restart_limit {
+            // The grant kept through the crash loop is the same; the restore may find it expired since.
+            let generation = |g: &Option<warden_engine::snapshot::StoredGrant>| g.as_ref().map(|g| g.generation);
+            prop_assert_eq!(generation(&again.grant), generation(&saved.grant));
+        } else {
+            prop_assert_eq!(&again.grant, &saved.grant);
+        }
+        if restart_limit {
+            prop_assert_eq!(&again.invalid_reason, &None, "a new process has a fresh restart budget");
+        } else {
+            prop_assert_eq!(&again.invalid_reason, &saved.invalid_reason);
+        }
         prop_assert_eq!(again.consecutive_failures, saved.consecutive_failures);
         prop_assert_eq!(again.consecutive_rejections, saved.consecutive_rejections);
         prop_assert_eq!(again.retry_not_before, saved.retry_not_before);
@@ -82,7 +101,7 @@ proptest! {
         let kept = again.login_attempts.len();
         prop_assert_eq!(&again.login_attempts[..], &attempts[attempts.len() - kept..]);
         prop_assert!(
-            restored_kind_is_expected(saved.state, restored.state(), &spec, now),
+            restored_kind_is_expected(saved.state, restart_limit, restored.state(), &spec, now),
             "saved {}, restored {} ({:?})", saved.state, restored.state(), spec.mode
         );
         if restored.state() == StateKind::Valid {

@@ -59,6 +59,8 @@ pub fn snapshot_with_grant(session: &SessionId, generation: u64) -> Snapshot {
         take_over: false,
         force_login: false,
         last_activity: issued,
+        credentials_fingerprint: None,
+        operator_anchor: None,
     }
 }
 

@@ -34,12 +34,13 @@ use crate::class::{AuthFailure, ErrorClass};
 use crate::event::{DeferCause, EventKind, InvalidReason, Reason, SessionEvent};
 use crate::grant::Grant;
 use crate::ids::{AttemptId, Generation, SessionId, WaiterId};
-use crate::policy::{Mode, OnCompeting, Policy};
+use crate::policy::{AfterCutoff, Mode, OnCompeting, Policy};
 use crate::ports::{Capabilities, Durability, KeepaliveStatus};
 use crate::ratelimit::LoginHistory;
 use crate::rng::SplitMix64;
 use crate::secret::Secret;
-use crate::snapshot::{RestoreError, SNAPSHOT_FORMAT_VERSION, Snapshot, StoredGrant};
+use crate::snapshot::{CredentialsFingerprint, RestoreError, SNAPSHOT_FORMAT_VERSION, Snapshot, StoredGrant};
+use crate::stall::{CallKind, LastFailure, Stall, WaitingFor};
 use crate::time::UnixMs;
 
 /// A state with the data valid in it.
@@ -159,6 +160,18 @@ pub struct Session {
     /// The newest generation handed out; survives the grant (generations never repeat).
     generation: Generation,
     auth_in_flight: Option<(AttemptId, AuthKind)>,
+    /// When the login or refresh in flight started.
+    auth_started_at: UnixMs,
+    /// The last failed login, refresh or keep-alive since the last grant (what a timed-out request is
+    /// told).
+    last_failure: Option<LastFailure>,
+    /// With `after_cutoff = "operator"`: the last login or operator action; a cut-off after it blocks
+    /// automatic logins.
+    operator_anchor: UnixMs,
+    /// The fingerprint of the credentials the session runs with (set by the driver, persisted).
+    credentials_fingerprint: Option<CredentialsFingerprint>,
+    /// The policy-feasibility warning was given.
+    warned: bool,
     /// The keep-alive in flight and the generation of the grant it pings.
     keepalive_in_flight: Option<(AttemptId, Generation)>,
     waiters: Waiters,
@@ -193,6 +206,11 @@ impl Session {
             installed: None,
             generation: Generation::NONE,
             auth_in_flight: None,
+            auth_started_at: now,
+            last_failure: None,
+            operator_anchor: now,
+            credentials_fingerprint: None,
+            warned: false,
             keepalive_in_flight: None,
             waiters: Waiters::default(),
             history: LoginHistory::default(),
@@ -270,6 +288,8 @@ impl Session {
         s.retry_not_before = snapshot.retry_not_before;
         s.take_over = snapshot.take_over;
         s.force_login = snapshot.force_login;
+        s.credentials_fingerprint = snapshot.credentials_fingerprint;
+        s.operator_anchor = snapshot.operator_anchor.unwrap_or(now);
         // Idleness counts from the restart: the stored time only knows the requests the session saw itself,
         // not those served from the published lease since (the runtime reports those lazily), so judging
         // idleness by it would let a busy session lapse across a restart.
@@ -282,14 +302,20 @@ impl Session {
             refresh_dead: g.refresh_dead,
         });
         let to = match (snapshot.state, snapshot.invalid_reason) {
+            // Giving up after a crash loop lasts as long as its cause: this process's actor. A new process
+            // has a fresh restart budget and reuses the grant kept for it.
+            (StateKind::Invalid, Some(InvalidReason::RestartLimit { .. })) => match s.usable_installed() {
+                Some(_) => State::Valid(s.compute_active(now)),
+                None => State::Expired { warmup_at: s.warmup_after(now, &Reason::Restored) },
+            },
             (StateKind::Invalid, reason) => {
                 let reason = reason.unwrap_or(InvalidReason::FailureBudgetSpent { failures: s.rejections });
                 s.installed = None;
                 State::Invalid(reason)
             }
-            _ => match s.installed.as_ref().filter(|i| !i.access_dead) {
+            _ => match s.usable_installed() {
                 Some(_) => State::Valid(s.compute_active(now)),
-                None => State::Expired { warmup_at: s.pending_warmup(now) },
+                None => State::Expired { warmup_at: s.warmup_after(now, &Reason::Restored) },
             },
         };
         s.state = to;
@@ -297,8 +323,10 @@ impl Session {
         // Deadlines that passed while the process was down take effect now (expiry, cut-off, refresh).
         s.process_deadlines(now);
         // By mode: an eager session logs in now, whatever ended its grant while the process was down
-        // (unless it had idled out).
-        s.wake_eager(now);
+        // (unless it had idled out, or it is between a daily cut-off and its warm-up time).
+        if s.pending_warmup(now).is_none() {
+            s.wake_eager(now);
+        }
         s.mark_dirty(Durability::Buffered);
         s.finish(now);
         Ok(s)
@@ -388,7 +416,29 @@ impl Session {
             take_over: self.take_over,
             force_login: self.force_login,
             last_activity: self.last_activity,
+            credentials_fingerprint: self.credentials_fingerprint.clone(),
+            operator_anchor: (self.policy.after_cutoff == AfterCutoff::Operator).then_some(self.operator_anchor),
         }
+    }
+
+    /// Why the session has no token to give now: the last failure since the last grant, and what it
+    /// waits for (as of the last input). Empty while a grant is usable and nothing failed.
+    pub fn stall(&self) -> Stall {
+        let waiting_for = match (&self.state, self.auth_in_flight) {
+            (_, Some((_, kind))) => Some(WaitingFor::Call { kind, since: self.auth_started_at }),
+            (State::Expired { warmup_at: Some(at) }, None) => Some(WaitingFor::Warmup { at: *at }),
+            (state, None) if state.wants_grant() => {
+                let (at, cause) = self.gate(self.last_now);
+                Some(WaitingFor::Attempt { kind: self.next_auth_kind(self.last_now), at, cause })
+            }
+            _ => None,
+        };
+        Stall { last_failure: self.last_failure.clone(), waiting_for }
+    }
+
+    /// The fingerprint of the credentials the session runs with, as last set.
+    pub fn credentials_fingerprint(&self) -> Option<&CredentialsFingerprint> {
+        self.credentials_fingerprint.as_ref()
     }
 
     // ----- outputs ------------------------------------------------------------------------------
@@ -423,6 +473,9 @@ impl Session {
             }
             State::Expired { warmup_at, .. } => consider(*warmup_at),
             _ => {}
+        }
+        if matches!(self.state, State::Expired { .. } | State::Reinitializing | State::Initializing) {
+            consider(self.operator_cutoff());
         }
         if self.state.wants_grant() && self.auth_in_flight.is_none() {
             consider(Some(self.gate(self.last_now).0));
@@ -475,6 +528,9 @@ impl Session {
             State::Invalid(reason) => {
                 let error = RequestError::Invalid(reason.clone());
                 self.out.push_back(Output::Fail { waiter, error });
+                if let Some(seen) = newer_than {
+                    self.kept_grant_rejected(seen, ErrorClass::AuthExpired);
+                }
             }
             State::Valid(_) | State::ExpiringSoon(_) => {
                 let current = self.installed.as_ref().map_or(Generation::NONE, |i| i.generation);
@@ -520,13 +576,15 @@ impl Session {
     /// changes nothing. Other classes are the caller's business, except `Competing`.
     pub fn handle_rejected(&mut self, now: UnixMs, generation: Generation, class: ErrorClass) {
         let now = self.enter(now);
-        let current = self.installed.as_ref().filter(|i| !i.access_dead).map(|i| i.generation);
+        let current = self.usable_installed().map(|i| i.generation);
         if current == Some(generation) && self.state.kind().token_usable() {
             match class {
                 ErrorClass::AuthExpired => self.expire(now, Reason::Rejected),
                 ErrorClass::Competing => self.competing(now),
                 _ => {}
             }
+        } else if matches!(class, ErrorClass::AuthExpired | ErrorClass::Competing) {
+            self.kept_grant_rejected(generation, class);
         }
         self.finish(now);
     }
@@ -555,22 +613,38 @@ impl Session {
             self.finish(now);
             return;
         }
+        let result = match result {
+            // Rule 1: a token issued before the last daily cut-off is dead. A login that straddled the
+            // cut-off is thrown away and made again at once — no backoff, and the two count as one
+            // attempt against the login rate (with `after_cutoff = "operator"` a person must log in).
+            Ok(grant) if kind == AuthKind::Login && self.cut_off_since(grant.issued_at, now) => {
+                let cutoff_at = self
+                    .policy
+                    .daily_cutoff
+                    .as_ref()
+                    .map_or(now, |c| next_local_time_after(grant.issued_at, c.at, &c.tz));
+                self.emit(now, EventKind::LoginDiscarded { issued_at: grant.issued_at, cutoff_at });
+                self.out.push_back(Output::Logout { grant: Arc::new(grant) });
+                self.history.forget_last();
+                self.start_auth(now);
+                self.finish(now);
+                return;
+            }
+            other => other,
+        };
         let result = result.and_then(|grant| {
-            let dies = grant.expires_at.map(|e| e.saturating_sub(self.policy.expiry_margin));
+            let margin = self.policy.expiry_margin_for(grant.lifetime());
+            let dies = grant.expires_at.map(|e| e.saturating_sub(margin));
             if dies.is_some_and(|dies| dies <= now) {
                 return Err(AuthFailure::new(
                     ErrorClass::Transient,
                     "the broker returned a token that expires within the expiry margin",
                 ));
             }
-            // Rule 1: a token issued before the last daily cut-off is dead. A login counts from its
-            // issue time; a refresh continues the chain of the grant it refreshed, which must still be
-            // installed (a cut-off, an idle timeout or a reset dropped it meanwhile) and younger than
-            // the last cut-off. Refusing a refresh this way is a refresh rejection: a login follows.
+            // A refresh continues the chain of the grant it refreshed, which must still be installed (a
+            // cut-off, an idle timeout or a reset dropped it meanwhile) and younger than the last cut-off.
+            // Refusing a refresh this way is a refresh rejection: a login follows.
             match kind {
-                AuthKind::Login if self.cut_off_since(grant.issued_at, now) => {
-                    Err(AuthFailure::new(ErrorClass::Transient, "the broker issued the token before the daily cut-off"))
-                }
                 AuthKind::Refresh
                     if self.installed.as_ref().is_none_or(|i| self.cut_off_since(i.logged_in_at, now)) =>
                 {
@@ -615,6 +689,14 @@ impl Session {
             Ok(KeepaliveStatus::Competing) => Some(ErrorClass::Competing),
             Err(failure) => Some(failure.class),
         };
+        if let Some(class) = class {
+            let detail = match &result {
+                Ok(KeepaliveStatus::Unauthenticated) => "the broker says the session is not authenticated".to_owned(),
+                Ok(_) => "the broker says another login holds the account".to_owned(),
+                Err(failure) => failure.detail.clone(),
+            };
+            self.last_failure = Some(LastFailure { at: now, call: CallKind::Keepalive, class, detail });
+        }
         match class {
             None => {
                 if let Some(active) = self.state.active_mut() {
@@ -665,6 +747,7 @@ impl Session {
         self.revoke(now, Reason::Reset);
         self.installed = None;
         self.clear_failures(now);
+        self.operator_anchor = now;
         self.transition(now, State::Reinitializing, Reason::Reset);
         self.want_grant(now);
         self.mark_dirty(Durability::Flushed);
@@ -676,6 +759,7 @@ impl Session {
     pub fn handle_credentials_updated(&mut self, now: UnixMs) {
         let now = self.enter(now);
         self.clear_failures(now);
+        self.operator_anchor = now;
         if matches!(self.state, State::Invalid(_)) {
             self.transition(now, State::Reinitializing, Reason::CredentialsUpdated);
             self.want_grant(now);
@@ -684,15 +768,29 @@ impl Session {
         self.finish(now);
     }
 
-    /// An operator supplied a second factor: the next login carries it, and a session that gave up for
-    /// want of one tries again.
+    /// An operator supplied a second factor (or a login code, such as Kite's request token): the next
+    /// login carries it, and a session that gave up for want of one — or because the broker's daily expiry
+    /// needs a person — tries again.
     pub fn handle_second_factor(&mut self, now: UnixMs, code: Secret) {
         let now = self.enter(now);
         self.second_factor = Some(code);
-        if matches!(self.state, State::Invalid(InvalidReason::NeedsHuman { .. })) {
+        self.operator_anchor = now;
+        if matches!(self.state, State::Invalid(InvalidReason::NeedsHuman { .. } | InvalidReason::AfterCutoff { .. })) {
             self.clear_failures(now);
             self.transition(now, State::Reinitializing, Reason::SecondFactor);
             self.want_grant(now);
+        }
+        self.finish(now);
+    }
+
+    /// Sets the fingerprint of the credentials the session runs with (the driver computes it); it is
+    /// persisted with the next snapshot. Compare it with the stored one before setting it, and call
+    /// [`Session::handle_credentials_updated`] when they differ.
+    pub fn set_credentials_fingerprint(&mut self, now: UnixMs, fingerprint: CredentialsFingerprint) {
+        let now = self.enter(now);
+        if self.credentials_fingerprint.as_ref() != Some(&fingerprint) {
+            self.credentials_fingerprint = Some(fingerprint);
+            self.mark_dirty(Durability::Buffered);
         }
         self.finish(now);
     }
@@ -769,8 +867,12 @@ impl Session {
 
     /// Applies every deadline at or before `now`, until nothing more is due.
     fn process_deadlines(&mut self, now: UnixMs) {
-        for waiter in self.waiters.take_expired(now) {
-            self.out.push_back(Output::Fail { waiter, error: RequestError::Timeout });
+        let expired = self.waiters.take_expired(now);
+        if !expired.is_empty() {
+            let stall = self.stall();
+            for waiter in expired {
+                self.out.push_back(Output::Fail { waiter, error: RequestError::Timeout(Box::new(stall.clone())) });
+            }
         }
         // Each pass either changes the state or starts a call; a handful of passes always suffice.
         for _ in 0..8 {
@@ -828,6 +930,12 @@ impl Session {
                 }
                 false
             }
+            State::Expired { .. } | State::Reinitializing | State::Initializing
+                if self.operator_cutoff().is_some_and(|cut| now >= cut) =>
+            {
+                self.operator_needed(now);
+                true
+            }
             State::Expired { warmup_at: Some(at), .. } if now >= *at => {
                 self.transition(now, State::Reinitializing, Reason::Warmup);
                 self.want_grant(now);
@@ -842,6 +950,55 @@ impl Session {
     /// from before it is dead.
     fn cut_off_since(&self, logged_in_at: UnixMs, now: UnixMs) -> bool {
         self.policy.daily_cutoff.as_ref().is_some_and(|c| next_local_time_after(logged_in_at, c.at, &c.tz) <= now)
+    }
+
+    /// The warm-up instant an expired session waits for: the policy's next warm-up time, whatever ended
+    /// the grant (an expiry just before the cut-off, the cut-off itself, a rejection…), except idleness —
+    /// a session nobody uses does not want a grant.
+    fn warmup_after(&self, now: UnixMs, reason: &Reason) -> Option<UnixMs> {
+        let cutoff = self.policy.daily_cutoff.as_ref()?;
+        let warmup = cutoff.warmup?;
+        (*reason != Reason::Idle).then(|| next_local_time_after(now, warmup, &cutoff.tz))
+    }
+
+    /// With `after_cutoff = "operator"`: the first cut-off after the last login or operator action, from
+    /// which no login may start by itself.
+    fn operator_cutoff(&self) -> Option<UnixMs> {
+        let cutoff = self.policy.daily_cutoff.as_ref().filter(|_| self.policy.after_cutoff == AfterCutoff::Operator)?;
+        Some(next_local_time_after(self.operator_anchor, cutoff.at, &cutoff.tz))
+    }
+
+    /// Whether a login now would be an automatic login after a cut-off that needs a person.
+    fn operator_blocks_login(&self, now: UnixMs) -> bool {
+        self.operator_cutoff().is_some_and(|cut| now >= cut)
+    }
+
+    /// A cut-off passed that needs a person to log in again: give up until one acts.
+    fn operator_needed(&mut self, now: UnixMs) {
+        let cutoff_at = self.operator_cutoff().unwrap_or(now);
+        self.give_up(now, InvalidReason::AfterCutoff { cutoff_at });
+    }
+
+    /// A caller saw the grant kept while the session is not serving (given up after a crash loop)
+    /// rejected: it is dead, and a later process must not reuse it.
+    fn kept_grant_rejected(&mut self, generation: Generation, class: ErrorClass) {
+        if !matches!(self.state, State::Invalid(_)) || self.usable_installed().map(|i| i.generation) != Some(generation)
+        {
+            return;
+        }
+        if let Some(installed) = &mut self.installed {
+            installed.access_dead = true;
+        }
+        if class == ErrorClass::Competing && self.policy.on_competing == OnCompeting::TakeOver {
+            self.take_over = true;
+            self.force_login = true;
+        }
+        self.mark_dirty(Durability::Flushed);
+    }
+
+    /// The installed grant, if its access token is not known dead.
+    fn usable_installed(&self) -> Option<&Installed> {
+        self.installed.as_ref().filter(|i| !i.access_dead)
     }
 
     /// Between a daily cut-off and its warm-up time (the warm-up comes before the next cut-off): the
@@ -860,7 +1017,16 @@ impl Session {
     /// The earliest instant a new call may start, and what holds it back.
     fn gate(&self, now: UnixMs) -> (UnixMs, DeferCause) {
         let mut gate = (self.retry_not_before.max(now), self.retry_cause);
-        if self.next_auth_kind(now) == AuthKind::Login {
+        let kind = self.next_auth_kind(now);
+        if kind == AuthKind::Refresh && self.retry_cause == DeferCause::Backoff && !self.waiters.is_empty() {
+            // Requests wait: a refresh may be retried early (refreshes do not lock accounts), so that the
+            // session serves again within `waiting_refresh_retry` of the broker's return.
+            if let Some(failure) = &self.last_failure {
+                let early = failure.at.saturating_add(self.policy.waiting_refresh_retry).max(now);
+                gate.0 = gate.0.min(early);
+            }
+        }
+        if kind == AuthKind::Login {
             let allowed = self.history.next_allowed(now, self.policy.login_rate);
             if allowed > gate.0 {
                 gate = (allowed, DeferCause::LoginRate);
@@ -906,11 +1072,17 @@ impl Session {
         attempt
     }
 
-    /// Starts a login or refresh (the caller checked the gate).
+    /// Starts a login or refresh (the caller checked the gate). A login that would follow a cut-off
+    /// needing a person gives up instead.
     fn start_auth(&mut self, now: UnixMs) {
         let kind = self.next_auth_kind(now);
+        if kind == AuthKind::Login && self.operator_blocks_login(now) {
+            self.operator_needed(now);
+            return;
+        }
         let attempt = self.new_attempt();
         self.auth_in_flight = Some((attempt, kind));
+        self.auth_started_at = now;
         match (kind, &self.installed) {
             (AuthKind::Refresh, Some(installed)) => {
                 let grant = installed.grant.clone();
@@ -918,8 +1090,10 @@ impl Session {
             }
             _ => {
                 self.history.record(now, self.policy.login_rate);
-                // The attempt must survive a crash, or a crash loop could exceed the login rate.
-                self.mark_dirty(Durability::Flushed);
+                // The attempt must be on disk before the login leaves, or a crash loop could exceed the
+                // login rate: the save comes first in the outputs, and drivers carry them out in order.
+                self.dirty = None;
+                self.out.push_back(Output::Persist { durability: Durability::Flushed });
                 let second_factor = self.second_factor.take();
                 self.out.push_back(Output::Login { attempt, take_over: self.take_over, second_factor });
             }
@@ -951,7 +1125,8 @@ impl Session {
         };
         let grant = &installed.grant;
         let policy = &self.policy;
-        let mut usable_until = grant.expires_at.map_or(UnixMs::MAX, |e| e.saturating_sub(policy.expiry_margin));
+        let margin = policy.expiry_margin_for(grant.lifetime());
+        let mut usable_until = grant.expires_at.map_or(UnixMs::MAX, |e| e.saturating_sub(margin));
         let mut until_reason = ReasonCode::TokenExpired;
         if let Some(cutoff) = &policy.daily_cutoff {
             let cut = next_local_time_after(installed.logged_in_at, cutoff.at, &cutoff.tz);
@@ -996,6 +1171,13 @@ impl Session {
             _ => now,
         };
         let lifetime_ms = grant.lifetime().map(|l| l.as_millis() as u64);
+        if let (false, Some(lifetime)) = (self.warned, grant.lifetime()) {
+            let refreshable = self.capabilities.refresh && grant.refresh_token.is_some();
+            if let Some(detail) = self.policy.feasibility(lifetime, refreshable) {
+                self.warned = true;
+                self.emit(now, EventKind::PolicyWarning { detail });
+            }
+        }
         self.emit(
             now,
             EventKind::GrantInstalled {
@@ -1017,8 +1199,10 @@ impl Session {
             self.take_over = false;
             self.force_login = false;
             self.rejections = 0;
+            self.operator_anchor = now;
         }
         self.failures = 0;
+        self.last_failure = None;
         self.retry_not_before = now;
         let active = self.compute_active(now);
         self.transition(now, State::Valid(active), Reason::Authenticated);
@@ -1036,6 +1220,7 @@ impl Session {
     /// A login or refresh failed: count it, back off, give up if the failure says so.
     fn auth_failed(&mut self, now: UnixMs, kind: AuthKind, failure: AuthFailure) {
         let AuthFailure { class, detail } = failure;
+        self.last_failure = Some(LastFailure { at: now, call: kind.into(), class, detail: detail.clone() });
         let refresh_rejected = kind == AuthKind::Refresh
             && matches!(class, ErrorClass::AuthExpired | ErrorClass::Permanent | ErrorClass::NeedsHuman);
         if refresh_rejected {
@@ -1118,6 +1303,11 @@ impl Session {
         if !self.state.kind().token_usable() {
             return;
         }
+        if reason == Reason::DailyCutoff && self.policy.after_cutoff == AfterCutoff::Operator {
+            // The broker's login after its daily expiry needs a person.
+            self.operator_needed(now);
+            return;
+        }
         let replacing = matches!(self.state, State::ExpiringSoon(_));
         self.revoke(now, reason.clone());
         match reason {
@@ -1136,7 +1326,7 @@ impl Session {
             self.want_grant(now);
             return;
         }
-        let warmup_at = if reason == Reason::DailyCutoff { self.pending_warmup(now) } else { None };
+        let warmup_at = self.warmup_after(now, &reason);
         self.transition(now, State::Expired { warmup_at }, reason.clone());
         if !self.waiters.is_empty() {
             self.transition(now, State::Reinitializing, Reason::Demand);
@@ -1160,13 +1350,10 @@ impl Session {
         }
     }
 
-    /// In `Expired` without a warm-up time: an eager session that has not idled out logs in now.
+    /// In `Expired`: an eager session that has not idled out logs in now.
     fn wake_eager(&mut self, now: UnixMs) {
         let recently_active = self.idle_at().is_none_or(|t| now < t);
-        if self.policy.mode == Mode::Eager
-            && recently_active
-            && matches!(self.state, State::Expired { warmup_at: None, .. })
-        {
+        if self.policy.mode == Mode::Eager && recently_active && matches!(self.state, State::Expired { .. }) {
             self.transition(now, State::Reinitializing, Reason::Eager);
             self.want_grant(now);
         }
@@ -1187,7 +1374,11 @@ impl Session {
     /// Go to `Invalid`: fail every waiting request, drop the grant.
     fn give_up(&mut self, now: UnixMs, reason: InvalidReason) {
         self.revoke(now, Reason::GaveUp(reason.clone()));
-        self.installed = None;
+        // After a crash loop the grant is not served (the session is `Invalid`) but kept in the snapshot:
+        // the crash loop was this process's, and the next process reuses the grant.
+        if !matches!(reason, InvalidReason::RestartLimit { .. }) {
+            self.installed = None;
+        }
         for waiter in self.waiters.take_all() {
             self.out.push_back(Output::Fail { waiter, error: RequestError::Invalid(reason.clone()) });
         }

@@ -1,18 +1,17 @@
 //! The vocabulary of the session state machine: its configuration, the state names, inputs, outputs,
 //! leases and request errors.
 
-use std::fmt;
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use crate::class::{AuthFailure, ErrorClass};
 use crate::event::{InvalidReason, SessionEvent};
 use crate::grant::Grant;
 use crate::ids::{AttemptId, Generation, SessionId, WaiterId};
+pub use crate::kinds::{AuthKind, StateKind};
 use crate::policy::Policy;
 use crate::ports::{Capabilities, Durability, KeepaliveStatus};
 use crate::secret::Secret;
+use crate::stall::Stall;
 use crate::time::UnixMs;
 
 /// What a session is fixed with when it is created.
@@ -50,71 +49,6 @@ impl SessionConfig {
     }
 }
 
-/// The seven states of a session. *(interface)*
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum StateKind {
-    /// No grant yet; the first login is under way.
-    Initializing,
-    /// The grant is good; the next deadline is the refresh time.
-    Valid,
-    /// Within the refresh buffer: one refresh in flight or backing off; the current token is still served.
-    ExpiringSoon,
-    /// No usable grant and nothing in flight (after the daily cut-off, overnight, lazy mode).
-    Expired,
-    /// A full re-login (or a refresh after expiry) under way, or waiting out backoff or the rate limit.
-    Reinitializing,
-    /// Gave up (bad credentials, second factor needed, failure budget spent); requests fail fast.
-    Invalid,
-    /// Logged out; the grant is revoked.
-    Stopped,
-}
-
-impl StateKind {
-    /// All states, in table order.
-    pub const ALL: [StateKind; 7] = [
-        StateKind::Initializing,
-        StateKind::Valid,
-        StateKind::ExpiringSoon,
-        StateKind::Expired,
-        StateKind::Reinitializing,
-        StateKind::Invalid,
-        StateKind::Stopped,
-    ];
-
-    /// Whether a token is handed out in this state.
-    pub fn token_usable(self) -> bool {
-        matches!(self, StateKind::Valid | StateKind::ExpiringSoon)
-    }
-
-    /// The state's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StateKind::Initializing => "Initializing",
-            StateKind::Valid => "Valid",
-            StateKind::ExpiringSoon => "ExpiringSoon",
-            StateKind::Expired => "Expired",
-            StateKind::Reinitializing => "Reinitializing",
-            StateKind::Invalid => "Invalid",
-            StateKind::Stopped => "Stopped",
-        }
-    }
-}
-
-impl fmt::Display for StateKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Whether a grant comes from a full login or a refresh-token grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AuthKind {
-    /// A full login (credentials, maybe a second factor).
-    Login,
-    /// A refresh-token grant.
-    Refresh,
-}
-
 /// A token that may be used now: the grant, its generation, and until when it may be handed out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -133,16 +67,17 @@ impl Lease {
     }
 }
 
-/// Why a request for a token got no token. *(interface)*
+/// Why a request for a token got no token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// The session gave up; an operator must act.
     #[error("session is invalid: {0}")]
     Invalid(InvalidReason),
-    /// No token came within the request timeout.
-    #[error("no token within the request timeout")]
-    Timeout,
+    /// No token came within the request timeout; the [`Stall`] says what failed last and what the session
+    /// was waiting for.
+    #[error("no token within the request timeout{0}")]
+    Timeout(Box<Stall>),
     /// The session is logged out.
     #[error("session is stopped (logged out)")]
     Stopped,

@@ -56,7 +56,7 @@ pub fn output_name(output: &Output) -> String {
         Output::Serve { .. } => "Serve".into(),
         Output::Fail { error, .. } => match error {
             RequestError::Invalid(_) => "Fail(Invalid)".into(),
-            RequestError::Timeout => "Fail(Timeout)".into(),
+            RequestError::Timeout(_) => "Fail(Timeout)".into(),
             RequestError::Stopped => "Fail(Stopped)".into(),
             RequestError::Overloaded { .. } => "Fail(Overloaded)".into(),
             other => format!("Fail({other:?})"),
@@ -69,6 +69,8 @@ pub fn output_name(output: &Output) -> String {
             EventKind::AuthFailed { .. } => "AuthFailed".into(),
             EventKind::Deferred { .. } => "Deferred".into(),
             EventKind::KeepaliveFailed { .. } => "KeepaliveFailed".into(),
+            EventKind::LoginDiscarded { .. } => "LoginDiscarded".into(),
+            EventKind::PolicyWarning { .. } => "PolicyWarning".into(),
             other => format!("{other:?}"),
         },
         other => format!("{other:?}"),

@@ -574,7 +574,7 @@ impl Observer {
             return Some(format!("{generation} was rejected by the broker"));
         }
         if let Some(expires_at) = lease.grant.expires_at {
-            let limit = expires_at.saturating_sub(self.policy.expiry_margin);
+            let limit = expires_at.saturating_sub(self.policy.expiry_margin_for(lease.grant.lifetime()));
             if now >= limit {
                 return Some(format!("{generation} is past expiry − margin ({limit}) at {now}"));
             }
@@ -725,7 +725,7 @@ impl Observer {
                     let rule = Rule::EveryWaiterAnsweredExactlyOnce;
                     match (waiting, error) {
                         (None, _) => self.violate(rule, format!("Fail of {waiter:?}, which is not waiting")),
-                        (Some(w), RequestError::Timeout) if now < w.deadline => {
+                        (Some(w), RequestError::Timeout(_)) if now < w.deadline => {
                             self.violate(rule, format!("{waiter:?} timed out at {now}, deadline {}", w.deadline));
                         }
                         (Some(_), RequestError::Invalid(_)) if post.state != StateKind::Invalid => {
@@ -807,7 +807,8 @@ impl Observer {
     fn check_no_call_while_invalid(&mut self, fed: &Fed, pre: &Seen, post: &Seen, what: &str) {
         let leaves_invalid = matches!(fed, Fed::Reset | Fed::CredentialsUpdated)
             || (matches!(fed, Fed::SecondFactor)
-                && matches!(pre.invalid_reason, Some(InvalidReason::NeedsHuman { .. })));
+                && matches!(pre.invalid_reason, Some(InvalidReason::NeedsHuman { .. })))
+            || (matches!(fed, Fed::Restart) && matches!(pre.invalid_reason, Some(InvalidReason::RestartLimit { .. })));
         if post.state == StateKind::Invalid || (pre.state == StateKind::Invalid && !leaves_invalid) {
             self.violate(
                 Rule::PermanentErrorOrSpentBudgetGoesInvalidAndStays,
@@ -913,6 +914,8 @@ impl Observer {
         let leaves = match fed {
             Fed::Reset | Fed::CredentialsUpdated | Fed::Logout => true,
             Fed::SecondFactor => matches!(pre.invalid_reason, Some(InvalidReason::NeedsHuman { .. })),
+            // Giving up after a crash loop lasts as long as the process: a restart has a fresh budget.
+            Fed::Restart => matches!(pre.invalid_reason, Some(InvalidReason::RestartLimit { .. })),
             _ => false,
         };
         if pre.state == StateKind::Invalid && !leaves && post.state != StateKind::Invalid {
@@ -1106,10 +1109,13 @@ impl Driver {
                 let fed = Fed::Rejected { generation, class: *class };
                 let input = Input::Rejected { generation, class: *class };
                 let usable = self.session.lease().map(|l| l.generation);
+                // A grant kept after a crash loop is marked dead by a rejection, for the next process.
+                let kept = matches!(self.session.invalid_reason(), Some(InvalidReason::RestartLimit { .. }))
+                    && generation == current;
                 if usable == Some(generation) {
                     self.feed(fed, input);
                 } else {
-                    self.feed_stale(fed, input, &[], false);
+                    self.feed_stale(fed, input, if kept { &["Persist"] } else { &[] }, false);
                 }
             }
             Step::AuthDone { result } => {

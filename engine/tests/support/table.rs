@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use warden_engine::{
-    AttemptId, AuthFailure, Capabilities, DailyCutoff, ErrorClass, Generation, Input, InvalidReason, KeepaliveStatus,
-    Mode, OnCompeting, Output, Policy, Preset, Secret, SessionConfig, StateKind, UnixMs, WaiterId,
+    AfterCutoff, AttemptId, AuthFailure, Capabilities, DailyCutoff, ErrorClass, Generation, Input, InvalidReason,
+    KeepaliveStatus, Mode, OnCompeting, Output, Policy, Preset, Secret, SessionConfig, StateKind, UnixMs, WaiterId,
 };
 
 use super::{Harness, at, plus};
@@ -82,6 +82,7 @@ struct Variant {
     table_full: bool,
     login_only: bool,
     proactive_logins: bool,
+    operator: bool,
 }
 
 fn variant(from: &str, input: &str) -> Variant {
@@ -90,8 +91,8 @@ fn variant(from: &str, input: &str) -> Variant {
         lazy: has("lazy)") || (from == "Expired" && !has("warm")),
         yield_: has("(yield)"),
         keepalive: has("Keepalive") || has("@keepalive"),
-        daily: has("daily_cutoff") || has("warm"),
-        long_tokens: has("Tick@daily_cutoff") || has("warm"),
+        daily: has("daily_cutoff") || has("warm") || has("operator"),
+        long_tokens: has("Tick@daily_cutoff") || has("warm") || has("operator"),
         after_cutoff: has("after daily_cutoff") || has("before daily_cutoff"),
         keepalive_older: has("older grant"),
         warmup: has("warm"),
@@ -108,6 +109,7 @@ fn variant(from: &str, input: &str) -> Variant {
         table_full: has("table full"),
         login_only: has("login only"),
         proactive_logins: has("proactive_logins"),
+        operator: has("operator"),
         ..Variant::default()
     };
     v.keepalive_pending = v.keepalive && from != "[*]" && input.starts_with("KeepaliveCompleted") && !has("stale");
@@ -138,6 +140,7 @@ fn policy(v: &Variant) -> Policy {
     p.max_consecutive_failures = if v.budget_one { 1 } else { 3 };
     p.max_waiters = 2;
     p.proactive_logins = v.proactive_logins;
+    p.after_cutoff = if v.operator { AfterCutoff::Operator } else { AfterCutoff::Login };
     p.mode = if v.lazy { Mode::Lazy } else { Mode::Eager };
     p.on_competing = if v.yield_ { OnCompeting::Yield } else { OnCompeting::TakeOver };
     p.validate().expect("fixture policy is valid");
@@ -245,6 +248,12 @@ fn reach(state: StateKind, v: &Variant) -> Result<Harness, String> {
             }
             h
         }
+        StateKind::Invalid if v.operator => {
+            // The broker's daily expiry passes; its next login needs a person.
+            let mut h = valid(v)?;
+            h.tick(at("2026-03-02T21:30:00Z"));
+            h
+        }
         StateKind::Invalid => {
             let mut h = Harness::new(config(v), t0());
             h.now = plus(t0(), 1);
@@ -346,7 +355,7 @@ fn act(h: &mut Harness, from: StateKind, key: &str, v: &Variant) -> Result<Vec<O
             }
             let current = h.session.generation();
             let newer_than = match args.first().copied() {
-                None | Some("table full") => None,
+                None | Some("table full" | "operator") => None,
                 Some("newer_than=current") => Some(current),
                 Some("newer_than=older") => Some(Generation(current.0 - 1)),
                 _ => return Err(unknown()),
@@ -425,6 +434,12 @@ fn construct(key: &str) -> Result<Harness, String> {
             let snapshot = reach(StateKind::Invalid, &v)?.session.snapshot();
             Harness::restore(config(&v), snapshot, plus(t0(), 10))
         }
+        "restore (Invalid after a crash loop, usable grant)" => {
+            let mut h = valid(&v)?;
+            h.input(Input::GiveUp(give_up_reason()));
+            expect_state(&h, StateKind::Invalid, "the supervisor's give-up")?;
+            Harness::restore(config(&v), h.session.snapshot(), plus(t0(), 10))
+        }
         _ => return Err(format!("unknown construction `{key}`")),
     })
 }
@@ -470,6 +485,12 @@ pub const TABLE: &[Row] = &[
         outputs: &["Refresh", "StateChanged", "Revoked", "Persist"],
     },
     Row { from: "[*]", input: "restore (Invalid)", to: "Invalid", outputs: &["StateChanged", "Persist"] },
+    Row {
+        from: "[*]",
+        input: "restore (Invalid after a crash loop, usable grant)",
+        to: "Valid",
+        outputs: &["Publish(lease)", "StateChanged", "Persist"],
+    },
     Row { from: "Initializing", input: "Tick (nothing due)", to: "Initializing", outputs: &[] },
     Row { from: "Initializing", input: "Tick@request_timeout", to: "Initializing", outputs: &["Fail(Timeout)"] },
     Row { from: "Initializing", input: "Request", to: "Initializing", outputs: &[] },
@@ -484,8 +505,8 @@ pub const TABLE: &[Row] = &[
     Row {
         from: "Initializing",
         input: "AuthCompleted(ok) (issued before daily_cutoff)",
-        to: "Reinitializing",
-        outputs: &["StateChanged", "AuthFailed", "Deferred", "Persist"],
+        to: "Initializing",
+        outputs: &["LoginDiscarded", "Logout", "Login", "Persist"],
     },
     Row {
         from: "Initializing",
@@ -593,6 +614,12 @@ pub const TABLE: &[Row] = &[
         from: "Valid",
         input: "Tick@daily_cutoff (warm-up)",
         to: "Expired",
+        outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
+    },
+    Row {
+        from: "Valid",
+        input: "Tick@daily_cutoff (operator)",
+        to: "Invalid",
         outputs: &["Publish(none)", "StateChanged", "Revoked", "Persist"],
     },
     Row {
@@ -936,6 +963,13 @@ pub const TABLE: &[Row] = &[
         outputs: &["Login", "StateChanged", "Persist"],
     },
     Row { from: "Invalid", input: "SecondFactor (other reason)", to: "Invalid", outputs: &[] },
+    Row {
+        from: "Invalid",
+        input: "SecondFactor (operator, after the cut-off)",
+        to: "Reinitializing",
+        outputs: &["Login", "StateChanged", "Persist"],
+    },
+    Row { from: "Invalid", input: "Request (operator, after the cut-off)", to: "Invalid", outputs: &["Fail(Invalid)"] },
     Row { from: "Invalid", input: "Logout", to: "Stopped", outputs: &["StateChanged", "Persist"] },
     Row { from: "Invalid", input: "GiveUp", to: "Invalid", outputs: &["Persist"] },
     Row { from: "Stopped", input: "Tick (nothing due)", to: "Stopped", outputs: &[] },

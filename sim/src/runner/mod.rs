@@ -132,7 +132,7 @@ impl World {
     async fn boot(&self, generation: u64, recorder: &Recorder) -> Result<(Warden, Vec<SessionHandle>), WardenError> {
         let warden = Warden::builder()
             .store(self.store.clone())
-            .clock(self.clock)
+            .clock(self.clock.clone())
             .seed(self.seed.wrapping_add(generation))
             .build()
             .await?;
@@ -274,9 +274,10 @@ fn schedule_faults(
     retries: Arc<std::sync::atomic::AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let clock = world.clock;
+    let clock = world.clock.clone();
     for fault in world.scenario.faults.panics.clone() {
         let handles = handles.clone();
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(clock.instant_at(fault.at)).await;
             let current = handles.load();
@@ -289,6 +290,7 @@ fn schedule_faults(
     }
     for window in world.scenario.faults.store_write_failures.clone() {
         let faults = world.faults.clone();
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(clock.instant_at(window.from)).await;
             faults.set_failing(true);

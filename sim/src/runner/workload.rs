@@ -90,7 +90,7 @@ impl Workload {
 
     /// Issues every request of the scenario, waits for the ones still in flight, and returns the totals.
     pub(crate) async fn run(mut self) -> WorkloadTotals {
-        let clock = self.world.clock;
+        let clock = self.world.clock.clone();
         let end = self.world.scenario.end;
         let mut in_flight = JoinSet::new();
         let strategies = self.world.scenario.workload.strategies;
@@ -165,12 +165,13 @@ impl Workload {
         let request = ModelRequest { kind, idempotent, op_id: self.next_op };
         self.next_op += 1;
         let idempotency = if idempotent { Idempotency::Idempotent } else { Idempotency::NonIdempotent };
-        let clock = self.world.clock;
+        let clock = self.world.clock.clone();
         let start = self.world.scenario.start;
+        let call_clock = clock.clone();
         let mut future = Box::pin(async move {
             handle
                 .execute(idempotency, |lease| {
-                    std::future::ready(model.request(clock.now(), lease.token(), &request).result)
+                    std::future::ready(model.request(call_clock.now(), lease.token(), &request).result)
                 })
                 .await
         });
