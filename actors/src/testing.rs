@@ -77,6 +77,7 @@ struct Scripts {
 pub struct ScriptedBroker {
     name: String,
     capabilities: Capabilities,
+    token_lifetime: Option<Duration>,
     latency: Duration,
     scripts: Mutex<Scripts>,
     logins: AtomicU64,
@@ -93,6 +94,7 @@ impl ScriptedBroker {
         ScriptedBroker {
             name: name.to_owned(),
             capabilities: Capabilities::default(),
+            token_lifetime: None,
             latency: Duration::ZERO,
             scripts: Mutex::new(Scripts {
                 logins: VecDeque::new(),
@@ -114,6 +116,13 @@ impl ScriptedBroker {
     #[must_use]
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> ScriptedBroker {
         self.capabilities = capabilities;
+        self
+    }
+
+    /// Declares the lifetime of the tokens it issues ([`Broker::token_lifetime`]).
+    #[must_use]
+    pub fn with_token_lifetime(mut self, lifetime: Duration) -> ScriptedBroker {
+        self.token_lifetime = Some(lifetime);
         self
     }
 
@@ -145,6 +154,11 @@ impl ScriptedBroker {
     /// Queues answers for the next refreshes.
     pub fn push_refreshes(&self, replies: impl IntoIterator<Item = Reply>) {
         self.edit(|s| s.refreshes.extend(replies));
+    }
+
+    /// Drops the refresh answers still queued (the fallback answers from now on).
+    pub fn clear_refreshes(&self) {
+        self.edit(|s| s.refreshes.clear());
     }
 
     /// Queues answers for the next keep-alives.
@@ -239,6 +253,10 @@ impl Broker for ScriptedBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities
+    }
+
+    fn token_lifetime(&self) -> Option<Duration> {
+        self.token_lifetime
     }
 
     fn login<'a>(&'a self, now: UnixMs, _request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>> {

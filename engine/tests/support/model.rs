@@ -18,9 +18,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use warden_engine::policy::LocalTime;
 use warden_engine::{
-    AttemptId, AuthFailure, AuthKind, Capabilities, DailyCutoff, ErrorClass, EventKind, Generation, Grant, Input,
-    InvalidReason, KeepaliveStatus, Lease, Mode, OnCompeting, Output, Policy, Preset, Rate, RequestError, Secret,
-    Session, SessionConfig, Snapshot, StateKind, UnixMs, WaiterId,
+    AttemptId, AuthFailure, AuthKind, Capabilities, DailyCutoff, Durability, ErrorClass, EventKind, Generation, Grant,
+    Input, InvalidReason, KeepaliveStatus, Lease, Mode, OnCompeting, Output, Policy, Preset, Rate, RequestError,
+    Secret, Session, SessionConfig, Snapshot, StateKind, UnixMs, WaiterId,
 };
 
 use super::{drain, plus_ms, sid};
@@ -652,10 +652,20 @@ impl Observer {
 
     /// Checks the outputs of one input, in order.
     fn outputs(&mut self, fed: &Fed, now: UnixMs, outputs: &[Output], pre: &Seen, post: &Seen, overloaded_ok: bool) {
+        let mut saved_flushed = false;
         for output in outputs {
             *self.stats.outputs.entry(super::output_name(output)).or_default() += 1;
             match output {
+                Output::Persist { durability: Durability::Flushed } => saved_flushed = true,
                 Output::Login { attempt, .. } => {
+                    // Rule 5 across a crash: the attempt is on disk before the login leaves, because the
+                    // driver carries outputs out in order and the flushed save comes first.
+                    if !saved_flushed {
+                        self.violate(
+                            Rule::LoginAttemptsWithinRateLimit,
+                            format!("Login {attempt:?} comes before a flushed save of its attempt"),
+                        );
+                    }
                     if let Some(call) = self.auth {
                         self.violate(Rule::SingleFlight, format!("Login {attempt:?} while {call:?} is outstanding"));
                     }
