@@ -62,7 +62,7 @@ impl SessionHandle {
         self.shared.lease.load().filter(|lease| coarse_now < lease.usable_until)
     }
 
-    /// A token the broker will accept, or why not. *(interface)*
+    /// A token the broker will accept, or why not.
     ///
     /// Lock-free while the session is `Valid`/`ExpiringSoon`; otherwise waits for the session (a login,
     /// a refresh), at most the policy's `request_timeout`.

@@ -57,7 +57,7 @@ pub struct Counters {
     pub(crate) fresh_token_refusals: AtomicU64,
 }
 
-/// A snapshot of [`Counters`].
+/// What the runtime has done for one session so far (`SessionHandle::stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SessionStats {
     /// Login calls started.

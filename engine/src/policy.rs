@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::{HumanDuration, format_duration};
 
-/// A peer strategy, as a starting point for a policy. *(interface)*
+/// A peer strategy, as a starting point for a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -87,7 +87,7 @@ impl std::str::FromStr for Preset {
     }
 }
 
-/// When an expired session logs in again. *(interface)*
+/// When an expired session logs in again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -97,7 +97,7 @@ pub enum Mode {
     Lazy,
 }
 
-/// What to do when the broker says another login holds the account. *(interface)*
+/// What to do when the broker says another login holds the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCompeting {
@@ -107,7 +107,7 @@ pub enum OnCompeting {
     Yield,
 }
 
-/// What happens after the daily cut-off. *(interface)*
+/// What happens after the daily cut-off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterCutoff {

@@ -152,7 +152,7 @@ pub struct BrokerRequest {
     pub headers: Vec<(String, Secret)>,
 }
 
-/// A broker, as the runtime sees it. *(interface in spirit)*
+/// A broker, as the runtime sees it.
 ///
 /// Implementations speak one broker's protocol. Every call takes the wall-clock `now` at which it starts
 /// (adapters stamp `issued_at` with it: an under-estimate, hence safe) and must finish or fail within the
