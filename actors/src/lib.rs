@@ -21,6 +21,7 @@ mod errors;
 mod fingerprint;
 mod handle;
 pub mod lease;
+mod message;
 pub mod ratelimit;
 mod session_actor;
 mod shared;

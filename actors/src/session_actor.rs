@@ -27,40 +27,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use warden_engine::{
-    AttemptId, AuthFailure, BrokerError, Credentials, ErrorClass, EventKind, Generation, Grant, InvalidReason,
-    KeepaliveStatus, Lease, LoadOutcome, LoginRequest, Output, RequestError, Secret, Session, SessionConfig, StateKind,
-    UnixMs, WaiterId,
+    AttemptId, AuthFailure, BrokerError, Credentials, ErrorClass, EventKind, Grant, InvalidReason, Lease, LoadOutcome,
+    LoginRequest, Output, RequestError, Secret, Session, SessionConfig, StateKind, UnixMs, WaiterId,
 };
 
 use crate::catch::CatchUnwind;
+pub(crate) use crate::message::SessionMsg;
 use crate::shared::{Counters, SessionShared, SessionStatus, WardenEventKind};
-
-/// A message to a session actor.
-#[derive(Debug)]
-pub(crate) enum SessionMsg {
-    /// The timer fired.
-    Tick,
-    /// A request for a token (the hot path found none to take).
-    Token { newer_than: Option<Generation>, reply: oneshot::Sender<Result<Lease, RequestError>> },
-    /// A caller's broker call was rejected.
-    Rejected { generation: Generation, class: ErrorClass },
-    /// A login or refresh call finished.
-    AuthDone { attempt: AttemptId, result: Result<Grant, AuthFailure> },
-    /// A keep-alive call finished.
-    KeepaliveDone { attempt: AttemptId, result: Result<KeepaliveStatus, AuthFailure> },
-    /// A broker call panicked: the adapter has a bug; fail the actor so that it restarts clean.
-    CallPanicked { call: &'static str, detail: String },
-    /// Operator reset.
-    Reset,
-    /// New credentials (already stored on the shared state).
-    CredentialsUpdated,
-    /// A second factor from an operator.
-    SecondFactor(Secret),
-    /// Log out; answers when the session is `Stopped`.
-    Logout { reply: oneshot::Sender<()> },
-    /// Fault injection: fail the actor with this message.
-    Crash(String),
-}
 
 /// Start-up arguments; cloned by the supervisor for every restart.
 #[derive(Clone)]

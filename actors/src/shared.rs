@@ -15,8 +15,8 @@ use warden_engine::{
 
 use crate::clock::Clock;
 use crate::lease::LeaseCell;
+use crate::message::SessionMsg;
 use crate::ratelimit::AccountLimiter;
-use crate::session_actor::SessionMsg;
 
 /// A session's status, as `subscribe()` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

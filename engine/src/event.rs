@@ -287,7 +287,7 @@ impl fmt::Display for InvalidReason {
             InvalidReason::BadCredentials { detail } => write!(f, "the broker rejected the credentials: {detail}"),
             InvalidReason::NeedsHuman { detail } => write!(f, "a person must act (second factor?): {detail}"),
             InvalidReason::FailureBudgetSpent { failures } => {
-                write!(f, "gave up after {failures} rejected logins in a row (protecting the account from lock-out)")
+                write!(f, "{failures} rejected logins in a row (stopped there to protect the account from lock-out)")
             }
             InvalidReason::Competing => f.write_str("another login holds the account and the policy says yield"),
             InvalidReason::AfterCutoff { cutoff_at } => write!(
@@ -301,5 +301,38 @@ impl fmt::Display for InvalidReason {
                 format_duration(Duration::from_millis(*within_ms))
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_print_as_sentences() {
+        let at = UnixMs::from_millis(1_773_027_000_000);
+        let changed = SessionEvent {
+            at,
+            kind: EventKind::StateChanged {
+                from: StateKind::Valid,
+                to: StateKind::Expired,
+                reason: Reason::DailyCutoff,
+            },
+        };
+        assert_eq!(changed.to_string(), "2026-03-09T03:30:00Z: moved from Valid to Expired: the daily cut-off passed");
+        let failed = EventKind::AuthFailed {
+            kind: AuthKind::Login,
+            class: ErrorClass::Transient,
+            detail: "HTTP 503 service unavailable".into(),
+            consecutive_failures: 0,
+        };
+        assert_eq!(failed.to_string(), "the login failed (transient failure: HTTP 503 service unavailable)");
+        let gave_up = Reason::GaveUp(InvalidReason::FailureBudgetSpent { failures: 3 });
+        assert_eq!(
+            gave_up.to_string(),
+            "gave up: 3 rejected logins in a row (stopped there to protect the account from lock-out)"
+        );
+        let deferred = EventKind::Deferred { until: at, cause: DeferCause::LoginRate };
+        assert!(deferred.to_string().ends_with("(the login rate limit is spent until then)"), "{deferred}");
     }
 }
