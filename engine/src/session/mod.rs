@@ -289,7 +289,9 @@ impl Session {
         s.take_over = snapshot.take_over;
         s.force_login = snapshot.force_login;
         s.credentials_fingerprint = snapshot.credentials_fingerprint;
-        s.operator_anchor = snapshot.operator_anchor.unwrap_or(now);
+        // A snapshot from before `after_cutoff = "operator"` was set: the last login, else the save.
+        s.operator_anchor =
+            snapshot.operator_anchor.or(snapshot.grant.as_ref().map(|g| g.logged_in_at)).unwrap_or(snapshot.saved_at);
         // Idleness counts from the restart: the stored time only knows the requests the session saw itself,
         // not those served from the published lease since (the runtime reports those lazily), so judging
         // idleness by it would let a busy session lapse across a restart.
@@ -761,6 +763,8 @@ impl Session {
         self.clear_failures(now);
         self.operator_anchor = now;
         if matches!(self.state, State::Invalid(_)) {
+            // A grant kept through a crash loop is not reused once an operator acts: log in afresh.
+            self.installed = None;
             self.transition(now, State::Reinitializing, Reason::CredentialsUpdated);
             self.want_grant(now);
         }
