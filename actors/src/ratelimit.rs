@@ -8,11 +8,12 @@
 //! one-second window.
 //!
 //! A request that arrives when the window is full is given its turn at once (the earliest instant the
-//! log allows behind everyone already waiting), and sleeps with tokio's `sleep_until` exactly until
-//! then: waiters are served in arrival order, and each free slot wakes the one waiter it was planned
-//! for, never the whole queue. A request whose turn lies past its deadline is refused at once, without
-//! taking a place. At most [`DEFAULT_QUEUE_LIMIT`] requests wait (see [`AccountLimiter::with_queue_limit`]);
-//! more are refused at once.
+//! log allows behind everyone already waiting, and at least `(per + slack) / max` after the turn before
+//! it, so that a backlog drains evenly instead of `max` at a time at each window's edge), and sleeps with
+//! tokio's `sleep_until` exactly until then: waiters are served in arrival order, and each free slot
+//! wakes the one waiter it was planned for, never the whole queue. A request whose turn lies past its
+//! deadline is refused at once, without taking a place. At most [`DEFAULT_QUEUE_LIMIT`] requests wait
+//! (see [`AccountLimiter::with_queue_limit`]); more are refused at once.
 //!
 //! Turns are plans; the limit rests on the log alone. A waiter is let through only if the log of what
 //! really went through has room at the instant it wakes; if it has not (a waiter ahead of it was polled
@@ -20,6 +21,10 @@
 //! leaves the queue; the waiters behind it keep their turns, so its slot goes unused (at worst one
 //! slot per dropped waiter) and can never let the limit be exceeded. Time is read only from warden's
 //! [`Clock`], so tokio's paused time drives the limiter in tests and simulations.
+//!
+//! The limiter spaces the calls it sends; a broker counts them as they arrive. A network that reorders
+//! calls can make a window that was full when sent hold one call too many when received: against a
+//! broker that punishes an excess, give the policy's `request_rate` headroom below the broker's limit.
 //!
 //! The login rate limit is not here: it lives in the core, as a sliding window over the persisted login
 //! history, because it must hold across restarts (an in-memory log would be emptied by every crash).
@@ -227,6 +232,8 @@ struct Schedule {
     max: usize,
     /// The window, slack included.
     window: Duration,
+    /// The spacing of queued turns: `window / max`.
+    pace: Duration,
     /// At most this many waiters.
     queue_limit: usize,
     /// The instants of the last (at most) `max` admissions, oldest first.
@@ -241,10 +248,12 @@ struct Schedule {
 
 impl Schedule {
     fn new(max: u32, window: Duration, queue_limit: usize) -> Schedule {
+        let pace = window / max.max(1);
         let max = usize::try_from(max.max(1)).unwrap_or(usize::MAX);
         Schedule {
             max,
             window,
+            pace,
             queue_limit: queue_limit.max(1),
             admitted: VecDeque::with_capacity(max.min(PREALLOCATE_MAX)),
             waiting: VecDeque::new(),
@@ -266,6 +275,12 @@ impl Schedule {
             self.admit(now);
             return Ok(Arrival::Admitted);
         }
+        // A queued request goes at least `pace` after the one before it: a backlog drains evenly rather
+        // than `max` at a time at the window's edges.
+        let turn = match self.last_given() {
+            Some(last) => turn.max(last.checked_add(self.pace).ok_or(Refusal::TooLate { wait: Duration::MAX })?),
+            None => turn,
+        };
         if turn > deadline {
             return Err(Refusal::TooLate { wait: turn.saturating_duration_since(now) });
         }
@@ -296,6 +311,14 @@ impl Schedule {
             turn = turn.max(latest);
         }
         Some(turn)
+    }
+
+    /// The latest instant given to anyone: admitted, or a turn in the queue.
+    fn last_given(&self) -> Option<Instant> {
+        match (self.admitted.back().copied(), self.latest_turn) {
+            (Some(a), Some(t)) => Some(a.max(t)),
+            (a, t) => a.or(t),
+        }
     }
 
     /// The waiter `ticket` wakes at `now`: let it through if the log has room, else give it a later
@@ -432,25 +455,36 @@ mod tests {
         }
     }
 
+    /// `d` rounded up to a whole millisecond: when tokio's timer wakes a sleep until `start + d`.
+    fn ceil_ms(d: Duration) -> Duration {
+        Duration::from_millis(u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap())
+    }
+
     fn limiter(max: u32, per: Duration, clock: Clock) -> Arc<AccountLimiter> {
         Arc::new(AccountLimiter::new("acct", Rate::new(max, per), clock))
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_burst_goes_max_at_a_time_one_window_plus_slack_apart() {
+    async fn a_burst_goes_max_at_once_then_the_rest_evenly_one_window_later() {
         let clock = clock();
         let limiter = limiter(10, SECOND, clock);
         let start = clock.monotonic_now();
         let outcomes = drive(&limiter, clock, &[Duration::ZERO; 25]).await;
         let offsets: Vec<Duration> = outcomes.iter().map(|o| o.admitted_at().unwrap() - start).collect();
-        let expected: Vec<Duration> = (0..25u32).map(|i| (SECOND + WINDOW_SLACK) * (i / 10)).collect();
+        // Ten at once; then, from one window (plus slack) later, one every 100.1 ms (tokio's timer fires
+        // on the next whole millisecond).
+        let window = SECOND + WINDOW_SLACK;
+        let expected: Vec<Duration> = (0..25u32)
+            .map(|i| if i < 10 { Duration::ZERO } else { ceil_ms(window + window / 10 * (i - 10)) })
+            .collect();
         assert_eq!(offsets, expected);
+        assert_eq!(busiest_window(&outcomes, SECOND), 10);
         assert_eq!(limiter.waiting(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn steady_load_below_the_limit_loses_nothing_and_waits_little() {
-        for (load, p99_max) in [(0.6, Duration::from_millis(500)), (0.8, Duration::from_secs(2))] {
+        for (load, p99_max) in [(0.6, Duration::from_millis(750)), (0.8, Duration::from_secs(2))] {
             let clock = clock();
             let limiter = limiter(10, SECOND, clock);
             let outcomes = drive(&limiter, clock, &poisson(10.0 * load, Duration::from_secs(3600), 7)).await;
@@ -523,7 +557,8 @@ mod tests {
         let start = clock.monotonic_now();
         let deadline = start + TIMEOUT;
         assert!(limiter.acquire(deadline).await && limiter.acquire(deadline).await);
-        // Four waiters: turns at 1.001 s (two) and 2.002 s (two). The first one gives up at 0.5 s.
+        // Four waiters, paced half a window apart: turns at 1.001, 1.5015, 2.002 and 2.5025 s. The first
+        // one gives up at 0.5 s.
         let mut waiters: Vec<_> = (0..4)
             .map(|_| {
                 let limiter = limiter.clone();
@@ -552,8 +587,9 @@ mod tests {
             at.push(waiter.await.unwrap() - start);
         }
         at.push(newcomer.await.unwrap() - start);
-        let turn = SECOND + WINDOW_SLACK;
-        assert_eq!(at, vec![turn, turn * 2, turn * 2, turn * 3], "the dropped slot at 1.001 s went unused");
+        let window = SECOND + WINDOW_SLACK;
+        let expected: Vec<Duration> = [window * 3 / 2, window * 2, window * 5 / 2, window * 3].map(ceil_ms).into();
+        assert_eq!(at, expected, "the slot at 1.001 s went unused");
     }
 
     /// The schedule alone, driven with random arrivals, late wake-ups and cancellations: whatever order
