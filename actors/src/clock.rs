@@ -203,15 +203,6 @@ async fn watch_for_jumps(inner: Weak<Inner>) {
     }
 }
 
-/// governor reads warden's clock, so rate limits follow tokio's paused time in tests and simulations.
-impl governor::clock::Clock for Clock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.elapsed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,13 +47,14 @@ async fn a_lease_that_died_during_the_rate_limit_wait_is_never_used() {
     let session = open(&warden, &broker, policy).await;
     assert_eq!(session.token().await.unwrap().generation, Generation(1));
     let clock = warden.clock();
-    // 40 s into the token's life, 120 calls arrive at once: the limiter spreads them over a minute, across
-    // the token's usable end (55 s) and the outage.
+    // From 40 s into the token's life, three calls a second for 40 s against a limit of two: a queue
+    // builds in the limiter across the token's usable end (55 s) and the outage (55 s to ~63 s).
     tokio::time::sleep(Duration::from_secs(40)).await;
     let dead_uses = Arc::new(AtomicU64::new(0));
     let waits_ms = Arc::new(Mutex::new(Vec::new()));
     let mut calls = Vec::new();
     for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(333)).await;
         let (session, clock, dead_uses, waits_ms) =
             (session.clone(), clock.clone(), dead_uses.clone(), waits_ms.clone());
         calls.push(tokio::spawn(async move {
