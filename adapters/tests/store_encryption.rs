@@ -276,6 +276,9 @@ fn the_key_file_is_created_0600_and_reused() {
     assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)), "the same key was read back");
 }
 
+/// The base64 of 33 bytes: one too many for a key.
+const BASE64_33_BYTES: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 fn key_error(result: Result<SledStore, StoreError>) -> String {
     match result {
         Err(StoreError::Key { detail }) => detail,
@@ -297,7 +300,11 @@ fn bad_key_files_are_refused_clearly() {
     fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(&key_file, "c2hvcnQ=\n").expect("write");
     let detail = key_error(open_with_file());
-    assert!(detail.contains("decodes to 5 bytes") && detail.contains("custom.key"), "{detail}");
+    assert!(detail.contains("(5 bytes)") && detail.contains("truncated") && detail.contains("custom.key"), "{detail}");
+
+    fs::write(&key_file, BASE64_33_BYTES).expect("write");
+    let detail = key_error(open_with_file());
+    assert!(detail.contains("decodes to 33 bytes") && detail.contains("custom.key"), "{detail}");
 
     fs::write(&key_file, "!!!! not base64 !!!!").expect("write");
     let detail = key_error(open_with_file());

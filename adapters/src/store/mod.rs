@@ -16,7 +16,7 @@ pub mod record;
 pub mod sled_store;
 
 pub use faulty::{FaultyStore, WriteFaults};
-pub use key::{KEY_ENV_VAR, KeySource, StoreKey};
+pub use key::{KEY_ENV_VAR, KeyLookup, KeySource, StoreKey};
 pub use lifetimes::{ObservedLifetime, observed_lifetimes};
 pub use memory::{MemoryStats, MemoryStore};
 pub use record::{RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError};
