@@ -18,7 +18,8 @@
 //! [`StoreError::Key`] that names the file, the problem and what to do. Errors never contain key material.
 //!
 //! [`KeySource::lookup`] finds a key without creating anything and reports a missing key file as
-//! [`KeyLookup::MissingFile`], so that a caller can decide whether a new key may be created.
+//! [`KeyLookup::MissingFile`]: the store decides whether a new key may be created (a store without records)
+//! or whether a lost key must stop the start (a store whose records need the old key).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -367,7 +368,8 @@ fn read_key_file(path: &Path) -> Result<StoreKey, StoreError> {
         .map_err(|e| problem(format!("cannot be read: {e}")))?;
     let trimmed = text.trim();
     let way_on = "if the store's records were sealed with this key, restore the key file from a backup; if \
-                  not (or the store holds nothing you need), delete the key file and a new key is created";
+                  not (or the store holds nothing you need), delete the key file and a new key is created (a \
+                  store that holds records then needs `start_over_if_key_lost`)";
     if trimmed.is_empty() {
         return Err(problem(format!(
             "is empty (a key creation was interrupted, e.g. by a crash, in an older build); {way_on}"

@@ -5,8 +5,10 @@
 //! - [`FaultyStore`]: wraps either and fails writes on demand (the simulator's store faults).
 //!
 //! The pieces: [`key`] (where the encryption key comes from), [`record`] (the bytes of a record),
-//! [`lifetimes`] (observed token lifetimes from the log). `docs/store.md` explains the format, the
-//! recovery rules and the limits.
+//! [`lifetimes`] (observed token lifetimes from the log), and inside [`sled_store`]: opening the files
+//! and moving an unreadable database aside ([`sled_store::open`]), lost, changed and rotated keys
+//! ([`sled_store::keys`]), the list of sessions that have saved ([`sled_store::known`]).
+//! `docs/store.md` explains the format, the recovery rules and the limits.
 
 pub mod faulty;
 pub mod key;
