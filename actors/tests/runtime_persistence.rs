@@ -1,6 +1,7 @@
 //! Persistence across process restarts: a `Warden` rebuilt on the same sled path resumes its sessions
 //! (no login while the grant is valid, exactly one when it expired); secrets never reach the files in
-//! clear; a wrong key quarantines the record instead of panicking.
+//! clear; a wrong key is refused at open, and quarantines the record (never a panic) when told to start
+//! over.
 
 mod common;
 
@@ -87,12 +88,11 @@ async fn tokens_never_reach_the_files_in_clear_and_a_wrong_key_quarantines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
     let clock = clock_at(MONDAY_0900_IST);
-    let store = |key: u8| -> Arc<SledStore> {
-        Arc::new(SledStore::open(&path, SledOptions::default().key(KeySource::Bytes([key; 32]))).unwrap())
-    };
+    let options = |key: u8| SledOptions::default().key(KeySource::Bytes([key; 32]));
+    let store = |options: SledOptions| -> Arc<SledStore> { Arc::new(SledStore::open(&path, options).unwrap()) };
 
     let first = broker();
-    let warden = Warden::builder().store(store(7)).clock(clock.clone()).build().await.unwrap();
+    let warden = Warden::builder().store(store(options(7))).clock(clock.clone()).build().await.unwrap();
     let session = open(&warden, &first).await;
     let token = session.token().await.unwrap().token().to_owned();
     assert_eq!(token, "kotak-tok-1");
@@ -102,8 +102,11 @@ async fn tokens_never_reach_the_files_in_clear_and_a_wrong_key_quarantines() {
     assert!(!files_contain(dir.path(), token.as_bytes()), "the token is encrypted at rest");
     assert!(files_contain(dir.path(), b"snapshots"), "the scan does read the database files");
 
+    // Another key is refused at open; told to start over, the store quarantines the old records.
+    assert!(matches!(SledStore::open(&path, options(8)), Err(warden_engine::StoreError::Key { .. })));
     let second = broker();
-    let warden = Warden::builder().store(store(8)).clock(clock).build().await.unwrap();
+    let warden =
+        Warden::builder().store(store(options(8).start_over_if_key_lost(true))).clock(clock).build().await.unwrap();
     let mut events = warden.events();
     let session = open(&warden, &second).await;
     assert_eq!(session.token().await.unwrap().token(), "kotak-tok-1", "a fresh login (the script restarts at 1)");

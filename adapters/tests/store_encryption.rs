@@ -1,18 +1,17 @@
-//! Encryption at rest and recovery: no secret reaches the sled files, and records that do not decrypt
-//! or decode (wrong key, damaged bytes, unknown versions, moved between sessions) are quarantined and
-//! reported, never a panic.
+//! Encryption at rest and recovery: no secret reaches the sled files; records that do not decrypt or
+//! decode (damaged bytes, unknown versions, moved between sessions) are quarantined and reported, never
+//! a panic; a changed key is refused at open, not mistaken for damage.
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use common::*;
 use warden_adapters::store::key::default_key_file;
 use warden_adapters::{KeySource, RecordAddress, RecordCodec, SledOptions, SledStore, StoreKey};
-use warden_engine::{Durability, LoadOutcome, SessionId, Snapshot, Store, StoreError, UnixMs};
+use warden_engine::{Durability, LoadOutcome, SessionId, Snapshot, Store, StoreError};
 
 fn reason(outcome: LoadOutcome) -> String {
     match outcome {
@@ -41,6 +40,20 @@ fn write_raw(path: &Path, tree: &str, key: &[u8], value: &[u8]) {
     let db = raw_open(path);
     db.open_tree(tree).expect("tree").insert(key, value).expect("raw insert");
     db.flush().expect("raw flush");
+}
+
+/// Every record of every tree of the (closed) database, by tree.
+fn dump(path: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let db = raw_open(path);
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        for item in tree.iter() {
+            let (key, value) = item.expect("record");
+            out.push((String::from_utf8_lossy(&name).into_owned(), key.to_vec(), value.to_vec()));
+        }
+    }
+    out
 }
 
 fn read_raw(path: &Path, tree: &str, key: &[u8]) -> Option<Vec<u8>> {
@@ -83,7 +96,7 @@ fn no_secret_reaches_the_sled_files() {
 }
 
 #[test]
-fn a_wrong_key_quarantines_instead_of_panicking() {
+fn a_changed_key_is_refused_and_nothing_is_touched() {
     let (_dir, path) = temp_db();
     let a = id("a");
     let b = id("b");
@@ -94,32 +107,22 @@ fn a_wrong_key_quarantines_instead_of_panicking() {
         store.append_log(&a, &state_event(1)).expect("append");
         store.append_log(&a, &state_event(2)).expect("append");
     }
-    let store = SledStore::open(&path, options(KEY_B).clock(Arc::new(|| UnixMs::from_millis(1_234)))).expect("open");
-    let why = reason(store.load(&a).expect("load"));
-    assert!(why.contains("does not decrypt with this store's key"), "{why}");
-    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Missing), "the record was moved aside");
-    assert!(store.read_log(&a, 10).expect("read").is_empty(), "unreadable log entries are skipped");
-
-    let entries = store.quarantined().expect("quarantine");
-    assert_eq!(entries.len(), 3, "{entries:?}");
-    let snapshot_entry = entries.iter().find(|e| e.tree == "snapshots").expect("snapshot quarantined");
-    assert_eq!((snapshot_entry.session.as_str(), snapshot_entry.key.as_slice()), ("a", b"a".as_slice()));
-    assert_eq!(snapshot_entry.at, Some(UnixMs::from_millis(1_234)));
-    assert!(entries.iter().filter(|e| e.tree == "log").count() == 2);
-    assert!(!format!("{entries:?}").contains(ACCESS_TOKEN));
-
-    // The session starts fresh: a new save under the new key works; b is untouched until loaded.
-    store.save(&snapshot_with_grant(&a, 2), Durability::Flushed).expect("save");
-    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)));
-    drop(store);
-
-    // The quarantined bytes are the original sealed record: the right key still opens them.
+    let before = dump(&path);
+    match SledStore::open(&path, options(KEY_B)) {
+        Err(StoreError::Key { detail }) => {
+            assert!(detail.contains("sealed with another key than the key given in the store options"), "{detail}");
+            assert!(detail.contains(&path.display().to_string()), "{detail}");
+            assert!(detail.contains("previous_key") && detail.contains("start_over_if_key_lost"), "{detail}");
+        }
+        other => panic!("expected a key error, got {other:?}"),
+    }
+    assert_eq!(dump(&path), before, "a refused open changes no record");
+    // Nothing was quarantined: the right key still reads everything.
     let store = open(&path, KEY_A);
-    let entries = store.quarantined().expect("quarantine");
-    let entry = entries.iter().find(|e| e.tree == "snapshots").expect("entry");
-    let codec = RecordCodec::new(&StoreKey::from_bytes(KEY_A));
-    assert_eq!(codec.open_snapshot(&a, &entry.record).expect("recoverable"), snapshot_with_grant(&a, 1));
+    assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)));
     assert!(matches!(store.load(&b).expect("load"), LoadOutcome::Found(_)));
+    assert_eq!(store.read_log(&a, 10).expect("read").len(), 2);
+    assert!(store.quarantined().expect("quarantine").is_empty());
 }
 
 /// A way to damage a record's bytes.
@@ -153,7 +156,12 @@ fn damaged_records_are_quarantined_with_a_reason() {
         let why = reason(store.load(&a).expect("load"));
         assert!(why.contains(expected), "{name}: {why}");
         assert_eq!(store.quarantined().expect("quarantine").len(), 1, "{name}");
-        assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Missing), "{name}");
+        // Until the session saves again, it stays a session whose record was lost (logins limited).
+        let again = reason(store.load(&a).expect("load"));
+        assert!(again.contains("no readable snapshot of session a although one was saved"), "{name}: {again}");
+        assert_eq!(store.quarantined().expect("quarantine").len(), 1, "{name}: quarantined once");
+        store.save(&snapshot_with_grant(&a, 2), Durability::Flushed).expect("save");
+        assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)), "{name}");
     }
 }
 
@@ -241,20 +249,80 @@ fn damaged_log_entries_are_skipped_and_quarantined() {
 }
 
 #[test]
-fn the_quarantine_is_bounded() {
+fn the_quarantine_is_bounded_and_log_entries_never_push_out_snapshots() {
     let (_dir, path) = temp_db();
+    let a = id("a");
     {
         let store = open(&path, KEY_A);
         for n in 0..5 {
             store.save(&snapshot_with_grant(&id(&format!("s{n}")), 1), Durability::Buffered).expect("save");
         }
+        for n in 0..20 {
+            store.append_log(&a, &state_event(n)).expect("append");
+        }
     }
-    let store = SledStore::open(&path, options(KEY_B).quarantine_retention(3)).expect("open");
+    {
+        let db = raw_open(&path);
+        let snapshots = db.open_tree("snapshots").expect("tree");
+        for n in 0..5 {
+            snapshots
+                .insert(format!("s{n}").as_bytes(), b"damaged beyond repair, forty-one bytes or more".as_slice())
+                .expect("insert");
+        }
+        let log = db.open_tree("log").expect("tree");
+        for seq in 0..20u64 {
+            let mut key = b"a\0".to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            log.insert(key, b"garbage".as_slice()).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let store =
+        SledStore::open(&path, options(KEY_A).quarantine_retention(3).quarantine_log_retention(5)).expect("open");
     for n in 0..5 {
         reason(store.load(&id(&format!("s{n}"))).expect("load"));
     }
-    let sessions: Vec<String> = store.quarantined().expect("quarantine").into_iter().map(|e| e.session).collect();
-    assert_eq!(sessions, vec!["s2", "s3", "s4"], "the newest entries are kept");
+    // Twenty damaged log entries are quarantined after the snapshots: with one shared cap they would
+    // push every snapshot out.
+    assert!(store.read_log(&a, usize::MAX).expect("read").is_empty());
+    let entries = store.quarantined().expect("quarantine");
+    let sessions: Vec<&str> = entries.iter().filter(|e| e.tree == "snapshots").map(|e| e.session.as_str()).collect();
+    assert_eq!(sessions, vec!["s2", "s3", "s4"], "the newest snapshot entries are kept");
+    assert_eq!(entries.iter().filter(|e| e.tree == "log").count(), 5, "log entries have their own cap");
+    drop(store);
+    let store = SledStore::open(&path, options(KEY_A).quarantine_retention(2)).expect("reopen");
+    let snapshots = store.quarantined().expect("quarantine").into_iter().filter(|e| e.tree == "snapshots").count();
+    assert_eq!(snapshots, 2, "a lower cap applies at open");
+}
+
+#[test]
+fn log_entries_older_builds_quarantined_with_the_snapshots_get_their_own_cap() {
+    let (_dir, path) = temp_db();
+    drop(open(&path, KEY_A));
+    {
+        // What an older build left: log entries in `quarantine`, without the `quarantine_sorted` mark.
+        let db = raw_open(&path);
+        db.open_tree("meta").expect("meta").remove("quarantine_sorted").expect("remove");
+        let quarantine = db.open_tree("quarantine").expect("tree");
+        for (n, tree) in ["snapshots", "log", "log", "log"].iter().enumerate() {
+            let entry = warden_adapters::QuarantineEntry {
+                session: "a".to_owned(),
+                tree: (*tree).to_owned(),
+                key: b"a".to_vec(),
+                reason: "old".to_owned(),
+                at: None,
+                record: vec![0; 50],
+            };
+            let mut key = (n as u64).to_be_bytes().to_vec();
+            key.push(b'a');
+            quarantine.insert(key, rmp_serde::to_vec_named(&entry).expect("encode")).expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    let store =
+        SledStore::open(&path, options(KEY_A).quarantine_retention(1).quarantine_log_retention(2)).expect("open");
+    let trees: Vec<String> = store.quarantined().expect("quarantine").into_iter().map(|e| e.tree).collect();
+    assert_eq!(trees, vec!["snapshots", "log", "log"], "the snapshot stays; log entries are capped apart");
 }
 
 #[test]
@@ -275,6 +343,9 @@ fn the_key_file_is_created_0600_and_reused() {
     let store = SledStore::open(&path, SledOptions::default().key(KeySource::File(key_file.clone()))).expect("reopen");
     assert!(matches!(store.load(&a).expect("load"), LoadOutcome::Found(_)), "the same key was read back");
 }
+
+/// The base64 of 33 bytes: one too many for a key.
+const BASE64_33_BYTES: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 fn key_error(result: Result<SledStore, StoreError>) -> String {
     match result {
@@ -297,7 +368,11 @@ fn bad_key_files_are_refused_clearly() {
     fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(&key_file, "c2hvcnQ=\n").expect("write");
     let detail = key_error(open_with_file());
-    assert!(detail.contains("decodes to 5 bytes") && detail.contains("custom.key"), "{detail}");
+    assert!(detail.contains("(5 bytes)") && detail.contains("truncated") && detail.contains("custom.key"), "{detail}");
+
+    fs::write(&key_file, BASE64_33_BYTES).expect("write");
+    let detail = key_error(open_with_file());
+    assert!(detail.contains("decodes to 33 bytes") && detail.contains("custom.key"), "{detail}");
 
     fs::write(&key_file, "!!!! not base64 !!!!").expect("write");
     let detail = key_error(open_with_file());

@@ -10,10 +10,16 @@
 //! - [`KeySource::Bytes`]: the key itself (tests, or an application with its own secret manager).
 //!
 //! `WARDEN_KEY` and key files hold the same text: the base64 of 32 random bytes (standard alphabet,
-//! padding optional), e.g. `head -c32 /dev/urandom | base64`. A key file is created with mode 0600 and
-//! `create_new` (two processes never both create one); an existing key file that group or others may
-//! read, or that does not hold exactly 32 bytes, is refused with a [`StoreError::Key`] that names the file
-//! and the problem. Errors never contain key material.
+//! padding optional), e.g. `head -c32 /dev/urandom | base64`. A key file is created atomically: the key is
+//! written to a temporary file (mode 0600) in the same directory, fsync-ed, then hard-linked into place —
+//! which fails if the file exists, so two processes never both create one and a crash never leaves an
+//! empty or partial key file — and the directory is fsync-ed. An existing key file that group or others
+//! may read, that is empty or truncated, or that does not hold exactly 32 bytes, is refused with a
+//! [`StoreError::Key`] that names the file, the problem and what to do. Errors never contain key material.
+//!
+//! [`KeySource::lookup`] finds a key without creating anything and reports a missing key file as
+//! [`KeyLookup::MissingFile`]: the store decides whether a new key may be created (a store without records)
+//! or whether a lost key must stop the start (a store whose records need the old key).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,6 +42,9 @@ pub const KEY_LEN: usize = 32;
 
 /// Largest key file accepted, in bytes (a key file is 45 bytes; anything much larger is not one).
 const KEY_FILE_MAX_BYTES: u64 = 1024;
+
+/// Characters of the base64 text of a 32-byte key without padding; shorter text is a truncated key.
+const KEY_BASE64_CHARS: usize = 43;
 
 /// The standard base64 alphabet, accepting input with or without padding.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -116,15 +125,84 @@ pub enum KeySource {
     Bytes([u8; KEY_LEN]),
 }
 
+/// What [`KeySource::lookup`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyLookup {
+    /// A key, and where it came from (`WARDEN_KEY`, `key file /var/lib/warden/store.key`, `the key given
+    /// in the store options`), for messages.
+    Found {
+        /// The key.
+        key: StoreKey,
+        /// Where it came from.
+        origin: String,
+    },
+    /// The source is a key file that does not exist (yet).
+    MissingFile {
+        /// The key file's path.
+        path: PathBuf,
+    },
+}
+
+impl KeyLookup {
+    /// Where the key comes from, or would come from, for messages.
+    pub fn origin(&self) -> String {
+        match self {
+            KeyLookup::Found { origin, .. } => origin.clone(),
+            KeyLookup::MissingFile { path } => key_file_origin(path),
+        }
+    }
+}
+
+/// How a key file is named in messages.
+fn key_file_origin(path: &Path) -> String {
+    format!("key file {}", path.display())
+}
+
 impl KeySource {
     /// Finds (or creates) the key for the database at `db_path`, reading `WARDEN_KEY` from the process
     /// environment when the source says so.
     pub fn resolve(&self, db_path: &Path) -> Result<StoreKey, StoreError> {
-        let env_value = match self {
+        self.resolve_with_env(db_path, self.env_value())
+    }
+
+    /// Finds the key for the database at `db_path` without creating anything: a key file that does not
+    /// exist is [`KeyLookup::MissingFile`]. Malformed keys (a bad `WARDEN_KEY`, an empty, truncated or
+    /// world-readable key file) are errors.
+    pub fn lookup(&self, db_path: &Path) -> Result<KeyLookup, StoreError> {
+        self.lookup_with_env(db_path, self.env_value())
+    }
+
+    /// As [`KeySource::lookup`], with the value of `WARDEN_KEY` given (`None`: unset).
+    pub fn lookup_with_env(&self, db_path: &Path, env_value: Option<OsString>) -> Result<KeyLookup, StoreError> {
+        let file = |path: &Path| -> Result<KeyLookup, StoreError> {
+            match fs::symlink_metadata(path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(KeyLookup::MissingFile { path: path.to_path_buf() }),
+                _ => Ok(KeyLookup::Found { key: read_key_file(path)?, origin: key_file_origin(path) }),
+            }
+        };
+        match (self, env_value) {
+            (KeySource::EnvOrFile | KeySource::Env, Some(value)) => {
+                Ok(KeyLookup::Found { key: parse_env_value(value)?, origin: KEY_ENV_VAR.to_owned() })
+            }
+            (KeySource::EnvOrFile, None) => file(&default_key_file(db_path)),
+            (KeySource::Env, None) => Err(StoreError::Key {
+                detail: format!("{KEY_ENV_VAR} is not set; set it to the base64 of 32 random bytes"),
+            }),
+            (KeySource::File(path), _) => file(path),
+            (KeySource::Bytes(bytes), _) => Ok(KeyLookup::Found {
+                key: StoreKey::from_bytes(*bytes),
+                origin: "the key given in the store options".to_owned(),
+            }),
+        }
+    }
+
+    /// The value of `WARDEN_KEY` if this source reads it.
+    fn env_value(&self) -> Option<OsString> {
+        match self {
             KeySource::EnvOrFile | KeySource::Env => std::env::var_os(KEY_ENV_VAR),
             KeySource::File(_) | KeySource::Bytes(_) => None,
-        };
-        self.resolve_with_env(db_path, env_value)
+        }
     }
 
     /// As [`KeySource::resolve`], with the value of `WARDEN_KEY` given (`None`: unset). Tests use this to
@@ -187,7 +265,7 @@ pub fn default_key_file(db_path: &Path) -> PathBuf {
 
 /// Reads the key file at `path`, or creates it with a new random key (mode 0600) if it does not exist.
 pub fn load_or_create_key_file(path: &Path) -> Result<StoreKey, StoreError> {
-    match create_key_file(path) {
+    match create_key_file_inner(path) {
         Ok(key) => Ok(key),
         // Someone (an earlier run, or a concurrent one) created it: read theirs.
         Err(CreateError::Exists) => read_key_file(path),
@@ -203,26 +281,64 @@ enum CreateError {
     Failed(StoreError),
 }
 
-fn create_key_file(path: &Path) -> Result<StoreKey, CreateError> {
+/// Creates the key file at `path` with a new random key, atomically: the key goes to a temporary file in
+/// the same directory (mode 0600), which is fsync-ed and then hard-linked to `path` — a link fails if
+/// `path` exists, so a concurrent creator's key is never replaced — and the directory is fsync-ed. A
+/// crash leaves either no key file or a whole one (and at worst a stray `.<name>.tmp-…` file).
+pub fn create_key_file(path: &Path) -> Result<StoreKey, StoreError> {
+    match create_key_file_inner(path) {
+        Ok(key) => Ok(key),
+        Err(CreateError::Exists) => Err(StoreError::Key {
+            detail: format!("{} already exists; a key file is never replaced", key_file_origin(path)),
+        }),
+        Err(CreateError::Failed(error)) => Err(error),
+    }
+}
+
+fn create_key_file_inner(path: &Path) -> Result<StoreKey, CreateError> {
     let failed = |what: &str, e: std::io::Error| {
         CreateError::Failed(StoreError::Key { detail: format!("could not {what} key file {}: {e}", path.display()) })
     };
-    let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(CreateError::Exists),
-        Err(e) => return Err(failed("create", e)),
+    let Some(name) = path.file_name() else {
+        return Err(CreateError::Failed(StoreError::Key {
+            detail: format!("key file path {} does not name a file", path.display()),
+        }));
     };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let suffix = <[u8; 8]>::try_generate().map_err(|e| {
+        CreateError::Failed(StoreError::Key { detail: format!("the system random generator failed: {e}") })
+    })?;
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let temp = dir.join(temp_name);
     let key = StoreKey::generate().map_err(CreateError::Failed)?;
-    let mut text = key.to_base64();
-    text.push('\n');
-    file.write_all(text.as_bytes()).map_err(|e| failed("write", e))?;
-    file.sync_all().map_err(|e| failed("sync", e))?;
-    // Make the new directory entry durable too: losing the key loses every record.
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-        && let Ok(dir) = File::open(parent)
+    let written = (|| -> Result<(), CreateError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| failed("create a temporary file for the", e))?;
+        let mut text = key.to_base64();
+        text.push('\n');
+        file.write_all(text.as_bytes()).map_err(|e| failed("write the temporary file for the", e))?;
+        file.sync_all().map_err(|e| failed("sync the temporary file for the", e))?;
+        match fs::hard_link(&temp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(CreateError::Exists),
+            Err(e) => Err(failed("link into place the", e)),
+        }
+    })();
+    // The temporary name goes whatever happened; a failure here leaves only a stray file.
+    if let Err(e) = fs::remove_file(&temp)
+        && e.kind() != ErrorKind::NotFound
     {
-        let _ = dir.sync_all();
+        tracing::warn!(file = %temp.display(), error = %e, "could not remove a temporary key file");
     }
+    written?;
+    // Make the new directory entry durable too: losing the key loses every record.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| failed("sync the directory of the", e))?;
     tracing::info!(path = %path.display(), "created a new store key file (mode 0600)");
     Ok(key)
 }
@@ -250,7 +366,25 @@ fn read_key_file(path: &Path) -> Result<StoreKey, StoreError> {
     File::open(path)
         .and_then(|file| file.take(KEY_FILE_MAX_BYTES).read_to_string(&mut text))
         .map_err(|e| problem(format!("cannot be read: {e}")))?;
-    StoreKey::from_base64(&text, &format!("key file {}", path.display()))
+    let trimmed = text.trim();
+    let way_on = "if the store's records were sealed with this key, restore the key file from a backup; if \
+                  not (or the store holds nothing you need), delete the key file and a new key is created (a \
+                  store that holds records then needs `start_over_if_key_lost`)";
+    if trimmed.is_empty() {
+        return Err(problem(format!(
+            "is empty (a key creation was interrupted, e.g. by a crash, in an older build); {way_on}"
+        )));
+    }
+    let is_base64 = trimmed.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    let chars = trimmed.trim_end_matches('=').len();
+    if is_base64 && chars < KEY_BASE64_CHARS {
+        return Err(problem(format!(
+            "holds {chars} base64 characters ({} bytes) where a {KEY_LEN}-byte key needs {KEY_BASE64_CHARS}: it is \
+             truncated (a key creation was interrupted, e.g. by a crash, in an older build); {way_on}",
+            chars * 6 / 8,
+        )));
+    }
+    StoreKey::from_base64(&text, &key_file_origin(path))
 }
 
 #[cfg(test)]
@@ -305,6 +439,69 @@ mod tests {
     fn debug_hides_keys() {
         assert_eq!(format!("{:?}", StoreKey::from_bytes([1; 32])), "StoreKey(***)");
         assert_eq!(format!("{:?}", KeySource::Bytes([1; 32])), "Bytes(***)");
+    }
+
+    #[test]
+    fn lookup_reports_a_missing_file_without_creating_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("store");
+        match KeySource::EnvOrFile.lookup_with_env(&db, None).expect("lookup") {
+            KeyLookup::MissingFile { path } => assert_eq!(path, dir.path().join("store.key")),
+            other => panic!("expected a missing file, got {other:?}"),
+        }
+        assert!(!dir.path().join("store.key").exists(), "lookup never creates a key file");
+        let env_key = StoreKey::from_bytes([9; 32]).to_base64();
+        let found = KeySource::EnvOrFile.lookup_with_env(&db, Some(OsString::from(env_key.as_str()))).expect("env");
+        assert_eq!(found.origin(), "WARDEN_KEY");
+        let created = create_key_file(&dir.path().join("store.key")).expect("create");
+        match KeySource::EnvOrFile.lookup_with_env(&db, None).expect("lookup") {
+            KeyLookup::Found { key, origin } => {
+                assert_eq!(key.bytes(), created.bytes());
+                assert!(origin.starts_with("key file ") && origin.ends_with("store.key"), "{origin}");
+            }
+            other => panic!("expected the key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_files_are_created_atomically_and_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.key");
+        let first = create_key_file(&path).expect("create");
+        let d = match create_key_file(&path) {
+            Err(StoreError::Key { detail }) => detail,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(d.contains("already exists") && d.contains("never replaced"), "{d}");
+        assert_eq!(read_key_file(&path).expect("read").bytes(), first.bytes(), "the first key stays");
+        assert_eq!(load_or_create_key_file(&path).expect("load").bytes(), first.bytes());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["store.key".to_owned()], "no temporary file is left behind");
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn empty_and_truncated_key_files_say_so_and_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.key");
+        let write = |text: &str| {
+            fs::write(&path, text).expect("write");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        };
+        write("");
+        let d = detail(read_key_file(&path));
+        assert!(d.contains("store.key") && d.contains("is empty") && d.contains("restore the key file"), "{d}");
+        assert!(d.contains("delete the key file"), "{d}");
+        let whole = StoreKey::from_bytes([4; 32]).to_base64();
+        write(&whole[..20]);
+        let d = detail(read_key_file(&path));
+        assert!(d.contains("truncated") && d.contains("20 base64 characters"), "{d}");
+        write(&format!("{}\n", whole.as_str()));
+        assert_eq!(read_key_file(&path).expect("whole key").bytes(), &[4; 32]);
     }
 
     #[test]

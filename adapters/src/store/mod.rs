@@ -5,8 +5,10 @@
 //! - [`FaultyStore`]: wraps either and fails writes on demand (the simulator's store faults).
 //!
 //! The pieces: [`key`] (where the encryption key comes from), [`record`] (the bytes of a record),
-//! [`lifetimes`] (observed token lifetimes from the log). `docs/store.md` explains the format, the
-//! recovery rules and the limits.
+//! [`lifetimes`] (observed token lifetimes from the log), and inside [`sled_store`]: opening the files
+//! and moving an unreadable database aside ([`sled_store::open`]), lost, changed and rotated keys
+//! ([`sled_store::keys`]), the list of sessions that have saved ([`sled_store::known`]).
+//! `docs/store.md` explains the format, the recovery rules and the limits.
 
 pub mod faulty;
 pub mod key;
@@ -16,7 +18,7 @@ pub mod record;
 pub mod sled_store;
 
 pub use faulty::{FaultyStore, WriteFaults};
-pub use key::{KEY_ENV_VAR, KeySource, StoreKey};
+pub use key::{KEY_ENV_VAR, KeyLookup, KeySource, StoreKey};
 pub use lifetimes::{ObservedLifetime, observed_lifetimes};
 pub use memory::{MemoryStats, MemoryStore};
 pub use record::{RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError};

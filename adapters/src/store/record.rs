@@ -10,7 +10,13 @@
 //!
 //! The associated data binds a record to its place: `"warden-store" ‖ 0 ‖ layout ‖ kind ‖ session id`,
 //! plus `0 ‖ sequence (u64, big-endian)` for log entries. A record copied to another session, from the
-//! log to the snapshots, or to another log position does not decrypt.
+//! log to the snapshots, or to another log position does not decrypt. One more record has no session:
+//! the key check ([`RecordCodec::seal_key_check`]), a known text sealed when a store is created, which
+//! tells a changed key from damaged records when the store opens.
+//!
+//! [`RecordCodec::reseal`] moves a record from one key to another (key rotation), and
+//! [`RecordCodec::salvage_login_attempts`] reads just the login history out of a snapshot record that
+//! decrypts but does not decode as a whole.
 //!
 //! [`RecordCodec::open_snapshot`] and [`RecordCodec::open_log`] never panic on stored bytes: every
 //! problem is a [`RecordError`] whose message (the quarantine reason) names it without quoting record
@@ -23,7 +29,7 @@ use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use warden_engine::secret::serialize_exposed;
-use warden_engine::{SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, StoreError};
+use warden_engine::{SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, StoreError, UnixMs};
 use zeroize::Zeroizing;
 
 use super::key::StoreKey;
@@ -50,6 +56,8 @@ pub enum RecordAddress<'a> {
     Snapshot(&'a SessionId),
     /// Entry `seq` of a session's transition log.
     Log(&'a SessionId, u64),
+    /// The store's key check (one per store, in the `meta` tree).
+    KeyCheck,
 }
 
 impl RecordAddress<'_> {
@@ -69,6 +77,7 @@ impl RecordAddress<'_> {
                 aad.push(0);
                 aad.extend_from_slice(&seq.to_be_bytes());
             }
+            RecordAddress::KeyCheck => aad.push(b'k'),
         }
         aad
     }
@@ -78,6 +87,7 @@ impl RecordAddress<'_> {
         match self {
             RecordAddress::Snapshot(_) => "snapshot",
             RecordAddress::Log(..) => "log entry",
+            RecordAddress::KeyCheck => "key check",
         }
     }
 }
@@ -170,6 +180,16 @@ struct SnapshotVersion {
     format_version: u32,
 }
 
+/// The one field of a snapshot worth salvaging from a record that does not decode as a whole (serde
+/// skips the others).
+#[derive(Deserialize)]
+struct LoginAttemptsOnly {
+    login_attempts: Vec<UnixMs>,
+}
+
+/// The plaintext of the key check record.
+const KEY_CHECK_TEXT: &str = "warden-store key check";
+
 impl RecordCodec {
     /// A codec for this key.
     pub fn new(key: &StoreKey) -> RecordCodec {
@@ -261,6 +281,47 @@ impl RecordCodec {
         Ok(envelope.body)
     }
 
+    /// Whether a record at `address` authenticates under this key (its bytes are whole and were sealed
+    /// with this key for this place). Nothing is decoded.
+    pub fn authenticates(&self, address: RecordAddress<'_>, record: &[u8]) -> bool {
+        self.open_bytes(address, record).is_ok()
+    }
+
+    /// Seals the store's key check: a known text that only this key opens.
+    pub fn seal_key_check(&self) -> Result<Vec<u8>, StoreError> {
+        self.seal_envelope(RecordAddress::KeyCheck, RECORD_FORMAT_VERSION, &KEY_CHECK_TEXT)
+    }
+
+    /// Whether `record` is a key check sealed with this key.
+    pub fn opens_key_check(&self, record: &[u8]) -> bool {
+        let Ok(plaintext) = self.open_bytes(RecordAddress::KeyCheck, record) else { return false };
+        matches!(decode::<EnvelopeIn<String>>(&plaintext, RecordAddress::KeyCheck),
+            Ok(envelope) if envelope.body == KEY_CHECK_TEXT)
+    }
+
+    /// Re-seals a record sealed by `from` (another key) at `address` under this codec's key, unchanged
+    /// inside. Fails as [`RecordCodec::open_bytes`] does with `from` when the record does not open.
+    pub fn reseal(
+        &self,
+        from: &RecordCodec,
+        address: RecordAddress<'_>,
+        record: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
+        let plaintext = from.open_bytes(address, record)?;
+        self.seal_bytes(address, &plaintext)
+            .map_err(|e| RecordError::Decode { what: "re-sealed record", detail: e.to_string() })
+    }
+
+    /// The login attempts of a snapshot record that decrypts but does not open as a whole snapshot (a
+    /// damaged or drifted field, another format version): the body is decoded into a struct with only
+    /// `login_attempts` (other fields are skipped). `None` when the record does not decrypt or has no
+    /// readable `login_attempts`.
+    pub fn salvage_login_attempts(&self, session: &SessionId, record: &[u8]) -> Option<Vec<UnixMs>> {
+        let address = RecordAddress::Snapshot(session);
+        let plaintext = self.open_bytes(address, record).ok()?;
+        decode::<EnvelopeIn<LoginAttemptsOnly>>(&plaintext, address).ok().map(|envelope| envelope.body.login_attempts)
+    }
+
     /// Opens entry `seq` of a session's log.
     pub fn open_log(&self, session: &SessionId, seq: u64, record: &[u8]) -> Result<SessionEvent, RecordError> {
         let address = RecordAddress::Log(session, seq);
@@ -274,6 +335,7 @@ impl RecordCodec {
 fn session_of<'a>(address: &RecordAddress<'a>) -> &'a str {
     match address {
         RecordAddress::Snapshot(session) | RecordAddress::Log(session, _) => session.as_str(),
+        RecordAddress::KeyCheck => "(key check)",
     }
 }
 
@@ -335,6 +397,49 @@ mod tests {
         );
         assert_eq!(redact_quoted("dangling \"abc"), "dangling \"…");
         assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn the_key_check_opens_only_with_its_key_and_reseal_moves_records() {
+        let a_key = RecordCodec::new(&StoreKey::from_bytes([3; 32]));
+        let b_key = RecordCodec::new(&StoreKey::from_bytes([4; 32]));
+        let check = a_key.seal_key_check().expect("seal");
+        assert!(a_key.opens_key_check(&check));
+        assert!(!b_key.opens_key_check(&check));
+        let session = SessionId::new("a").expect("id");
+        let other_text = a_key.seal_envelope(RecordAddress::KeyCheck, 1, &"something else").expect("seal");
+        assert!(!a_key.opens_key_check(&other_text), "the text must match too");
+
+        let sealed = a_key.seal_bytes(RecordAddress::Log(&session, 3), b"entry").expect("seal");
+        let moved = b_key.reseal(&a_key, RecordAddress::Log(&session, 3), &sealed).expect("reseal");
+        assert!(!a_key.authenticates(RecordAddress::Log(&session, 3), &moved));
+        assert_eq!(b_key.open_bytes(RecordAddress::Log(&session, 3), &moved).expect("open").as_slice(), b"entry");
+        assert_eq!(b_key.reseal(&b_key, RecordAddress::Log(&session, 3), &sealed), Err(RecordError::Unauthentic));
+    }
+
+    #[test]
+    fn login_attempts_are_salvaged_from_a_snapshot_that_does_not_decode() {
+        #[derive(Serialize)]
+        struct Drifted<'a> {
+            format_version: u32,
+            session_id: &'a str,
+            saved_at: &'a str,
+            login_attempts: Vec<i64>,
+        }
+        let codec = RecordCodec::new(&StoreKey::from_bytes([3; 32]));
+        let session = SessionId::new("a").expect("id");
+        let drifted =
+            Drifted { format_version: 1, session_id: "a", saved_at: "not a time", login_attempts: vec![5, 9] };
+        let record = codec.seal_envelope(RecordAddress::Snapshot(&session), 1, &drifted).expect("seal");
+        assert!(matches!(codec.open_snapshot(&session, &record), Err(RecordError::Decode { .. })));
+        assert_eq!(
+            codec.salvage_login_attempts(&session, &record),
+            Some(vec![UnixMs::from_millis(5), UnixMs::from_millis(9)])
+        );
+        let other = RecordCodec::new(&StoreKey::from_bytes([4; 32]));
+        assert_eq!(other.salvage_login_attempts(&session, &record), None, "nothing without the key");
+        let no_history = codec.seal_envelope(RecordAddress::Snapshot(&session), 1, &vec![1, 2]).expect("seal");
+        assert_eq!(codec.salvage_login_attempts(&session, &no_history), None);
     }
 
     #[test]

@@ -1,17 +1,25 @@
 //! [`SledStore`]: the [`Store`] on disk, in a sled database, every record encrypted.
 //!
-//! Three trees: `snapshots` (key: session id; value: the sealed [`Snapshot`]), `log` (key: session id,
+//! Five trees: `snapshots` (key: session id; value: the sealed [`Snapshot`]), `log` (key: session id,
 //! a zero byte, the big-endian sequence number; value: a sealed [`SessionEvent`]; append-only, trimmed to
-//! [`SledOptions::log_retention`] entries per session) and `quarantine` (records that could not be read,
-//! moved aside with the reason; key: a big-endian id from sled's id generator, then the session id).
-//! Records are sealed by [`RecordCodec`]: see [`record`](super::record) for the bytes.
+//! [`SledOptions::log_retention`] entries per session), `quarantine` and `quarantine_log` (snapshot and
+//! log records that could not be read, moved aside with the reason, each with its own cap so that log
+//! entries never push out snapshots; key: a big-endian id from sled's id generator, then the session id)
+//! and `meta` (the key check, see [`keys`]). Records are sealed by [`RecordCodec`]: see
+//! [`record`](super::record) for the bytes. Beside sled's files, `warden.sessions` lists the sessions that
+//! have saved a snapshot (see [`known`]).
 //!
 //! Opening takes a lock file (`warden.lock` in the database directory) before sled's own lock, so a second
 //! opener — another process, or another `SledStore` in this one — gets [`StoreError::Locked`] at once,
 //! never a hang; dropping the store waits (bounded) until sled has let go of its files, so it can be
-//! reopened at once. A record that does not decrypt or decode is moved to `quarantine` in one transaction,
-//! reported with `tracing::warn!` (session and reason, never bytes) and [`Store::load`] returns
-//! [`LoadOutcome::Quarantined`]; nothing here panics on stored bytes.
+//! reopened at once (see [`open`]). A database sled cannot read is moved aside and a fresh one started
+//! (unless [`SledOptions::rebuild_if_unreadable`] is off); a lost or changed key stops the open with a
+//! [`StoreError::Key`] (see [`keys`]). A record that does not decrypt or decode is moved to the quarantine
+//! in one transaction, reported with `tracing::warn!` (session and reason, never bytes) and
+//! [`Store::load`] returns [`LoadOutcome::Quarantined`], with the login attempts salvaged from the record
+//! when it decrypts. A session whose record was lost with the rest of the store (rebuilt, started over,
+//! or silently dropped by sled) loads as `Quarantined` too, until its next save. Nothing here panics on
+//! stored bytes.
 //!
 //! ```
 //! use warden_adapters::{KeySource, SledOptions, SledStore};
@@ -24,16 +32,17 @@
 //! assert!(matches!(store.load(&id), Ok(LoadOutcome::Missing)));
 //! ```
 
-use std::collections::HashMap;
+pub mod keys;
+pub mod known;
+pub mod open;
+
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -42,22 +51,36 @@ use warden_engine::{
     Durability, LoadOutcome, SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, Store, StoreError, UnixMs,
 };
 
+pub use self::keys::KEY_PROBE_LIMIT;
+use self::keys::{Settled, settle_key};
+pub use self::known::KNOWN_SESSIONS_FILE_NAME;
+pub use self::open::LOCK_FILE_NAME;
+use self::open::{DirLock, SledOpenError, move_aside, open_sled, take_lock};
 use super::key::KeySource;
 use super::lifetimes::{ObservedLifetime, observed_lifetimes};
 use super::record::{RecordCodec, redact_quoted};
-
-/// The name of the lock file in the database directory.
-pub const LOCK_FILE_NAME: &str = "warden.lock";
 
 /// Tree names.
 const SNAPSHOTS: &str = "snapshots";
 const LOG: &str = "log";
 const QUARANTINE: &str = "quarantine";
+const QUARANTINE_LOG: &str = "quarantine_log";
+const META: &str = "meta";
+
+/// The key in `meta` of the reason a store's sessions start fresh (it was rebuilt or started over),
+/// kept until every known session has saved again.
+const FRESH_START: &[u8] = b"fresh_start";
+
+/// The key in `meta` that says the quarantine holds snapshots only (log entries that older builds kept
+/// there were moved to `quarantine_log`).
+const QUARANTINE_SORTED: &[u8] = b"quarantine_sorted";
 
 /// Log entries kept per session unless set otherwise.
 pub const DEFAULT_LOG_RETENTION: usize = 1_000;
-/// Quarantined records kept (all sessions together) unless set otherwise; the oldest go first.
+/// Quarantined snapshot records kept (all sessions together) unless set otherwise; the oldest go first.
 pub const DEFAULT_QUARANTINE_RETENTION: usize = 10_000;
+/// Quarantined log entries kept (all sessions together) unless set otherwise; the oldest go first.
+pub const DEFAULT_QUARANTINE_LOG_RETENTION: usize = 10_000;
 /// sled's page cache, in bytes, unless set otherwise (sled's own default, 1 GiB, is far too large here).
 pub const DEFAULT_CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 /// Decrypted snapshots kept in memory unless set otherwise.
@@ -79,17 +102,20 @@ pub enum FlushPolicy {
     Never,
 }
 
-/// A source of wall-clock time for stamping quarantined records (the runtime passes its one real clock;
-/// this crate never reads a clock).
+/// A source of wall-clock time for stamping quarantined records and naming a database moved aside (the
+/// runtime passes its one real clock; this crate never reads a clock).
 pub type WallClock = Arc<dyn Fn() -> UnixMs + Send + Sync>;
 
 /// How to open a [`SledStore`]. Build it with the setters: `SledOptions::default().key(…).log_retention(…)`.
 #[derive(Clone)]
 pub struct SledOptions {
     key: KeySource,
+    previous_key: Option<KeySource>,
+    start_over_if_key_lost: bool,
     flush: FlushPolicy,
     log_retention: usize,
     quarantine_retention: usize,
+    quarantine_log_retention: usize,
     cache_capacity_bytes: u64,
     snapshot_cache_entries: usize,
     background_flush_ms: Option<u64>,
@@ -101,14 +127,17 @@ impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
             key: KeySource::default(),
+            previous_key: None,
+            start_over_if_key_lost: false,
             flush: FlushPolicy::default(),
             log_retention: DEFAULT_LOG_RETENTION,
             quarantine_retention: DEFAULT_QUARANTINE_RETENTION,
+            quarantine_log_retention: DEFAULT_QUARANTINE_LOG_RETENTION,
             cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_BYTES,
             snapshot_cache_entries: DEFAULT_SNAPSHOT_CACHE_ENTRIES,
             background_flush_ms: Some(DEFAULT_BACKGROUND_FLUSH_MS),
             clock: None,
-            rebuild_if_unreadable: false,
+            rebuild_if_unreadable: true,
         }
     }
 }
@@ -118,6 +147,31 @@ impl SledOptions {
     #[must_use]
     pub fn key(mut self, key: KeySource) -> SledOptions {
         self.key = key;
+        self
+    }
+
+    /// The key the store was sealed with until now, to rotate to [`SledOptions::key`]: when the store does
+    /// not open with the key but opens with this one, every record (snapshots, log, quarantine, key check)
+    /// is re-sealed under the new key in one transaction — a crash leaves the store opening with exactly
+    /// one of the two keys. A key file named by [`SledOptions::key`] that does not exist yet is created
+    /// with a new random key. The previous key is read only when the store does not open with the new
+    /// one, so it may stay in the options after the rotation (even once its file is deleted). Default:
+    /// none.
+    #[must_use]
+    pub fn previous_key(mut self, key: KeySource) -> SledOptions {
+        self.previous_key = Some(key);
+        self
+    }
+
+    /// What to do when the store's records need a key that is not there — its key file is missing, or no
+    /// record opens with the key given: `false` (the default) refuses to open with a [`StoreError::Key`]
+    /// naming the key source and the ways on; `true` starts over: every snapshot and log record is moved
+    /// to the quarantine (kept, still sealed with the old key, so it can be read if the key turns up), a
+    /// missing key file is created, and every session starts fresh (one login at once, then the policy's
+    /// rate).
+    #[must_use]
+    pub fn start_over_if_key_lost(mut self, start_over: bool) -> SledOptions {
+        self.start_over_if_key_lost = start_over;
         self
     }
 
@@ -135,10 +189,18 @@ impl SledOptions {
         self
     }
 
-    /// Quarantined records kept, at least 1 (default [`DEFAULT_QUARANTINE_RETENTION`]).
+    /// Quarantined snapshot records kept, at least 1 (default [`DEFAULT_QUARANTINE_RETENTION`]); log
+    /// entries have their own cap, so they never push snapshots out.
     #[must_use]
     pub fn quarantine_retention(mut self, entries: usize) -> SledOptions {
         self.quarantine_retention = entries.max(1);
+        self
+    }
+
+    /// Quarantined log entries kept, at least 1 (default [`DEFAULT_QUARANTINE_LOG_RETENTION`]).
+    #[must_use]
+    pub fn quarantine_log_retention(mut self, entries: usize) -> SledOptions {
+        self.quarantine_log_retention = entries.max(1);
         self
     }
 
@@ -163,16 +225,20 @@ impl SledOptions {
         self
     }
 
-    /// The clock that stamps quarantined records (default none: records carry no time).
+    /// The clock that stamps quarantined records and names a database moved aside (default none: records
+    /// carry no time, and a database moved aside is numbered instead).
     #[must_use]
     pub fn clock(mut self, clock: WallClock) -> SledOptions {
         self.clock = Some(clock);
         self
     }
 
-    /// When sled cannot read the database (damaged files, a panic while opening), move the directory
-    /// aside to `<path>.unreadable.<n>` and start a fresh one, with a warning, instead of failing
-    /// (default `false`: fail with [`StoreError::Io`]). Lock, permission and other IO errors always fail.
+    /// When sled cannot read the database (damaged files, a panic while opening): `true` (the default)
+    /// moves the directory aside to `<path>.unreadable.<UTC time>` (`<path>.unreadable.<n>` without a
+    /// [`clock`](SledOptions::clock)), keeps it, warns, and opens a fresh one, where every session that
+    /// had a record starts fresh with its logins still limited (its `load` says `Quarantined` until it
+    /// saves); `false` fails with [`StoreError::Io`] instead. Lock, permission and other IO errors always
+    /// fail: they are not damage.
     #[must_use]
     pub fn rebuild_if_unreadable(mut self, rebuild: bool) -> SledOptions {
         self.rebuild_if_unreadable = rebuild;
@@ -184,9 +250,12 @@ impl fmt::Debug for SledOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledOptions")
             .field("key", &self.key)
+            .field("previous_key", &self.previous_key)
+            .field("start_over_if_key_lost", &self.start_over_if_key_lost)
             .field("flush", &self.flush)
             .field("log_retention", &self.log_retention)
             .field("quarantine_retention", &self.quarantine_retention)
+            .field("quarantine_log_retention", &self.quarantine_log_retention)
             .field("cache_capacity_bytes", &self.cache_capacity_bytes)
             .field("snapshot_cache_entries", &self.snapshot_cache_entries)
             .field("background_flush_ms", &self.background_flush_ms)
@@ -258,38 +327,28 @@ impl SnapshotCache {
     }
 }
 
-/// How long dropping a store waits, at most, for sled's background work to let go of its files.
-const SLED_RELEASE_WAIT_MS: u64 = 2_000;
-/// How often it looks.
-const SLED_RELEASE_POLL_MS: u64 = 5;
-
-/// The store's lock file, held (flock) while the store is open.
-///
-/// Dropped last, it first waits (at most [`SLED_RELEASE_WAIT_MS`]) until sled has let go of its own lock
-/// on its `db` file: sled's thread pool can hold the file for a moment after the `Db` is dropped, and a
-/// store reopened at once would otherwise find it locked.
-struct DirLock {
-    _file: File,
-    /// sled's `db` file, once this store's sled has opened it (a failed open has nothing to wait for).
-    sled_file: Option<PathBuf>,
+/// The open trees of a store.
+struct Trees {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    log: sled::Tree,
+    quarantine: sled::Tree,
+    quarantine_log: sled::Tree,
+    meta: sled::Tree,
 }
 
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let Some(sled_file) = &self.sled_file else { return };
-        let Ok(db_file) = File::open(sled_file) else { return };
-        for _ in 0..SLED_RELEASE_WAIT_MS / SLED_RELEASE_POLL_MS {
-            match db_file.try_lock() {
-                Ok(()) => return, // closing `db_file` releases it again
-                Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(SLED_RELEASE_POLL_MS)),
-                Err(TryLockError::Error(_)) => return,
-            }
-        }
-        tracing::warn!(
-            file = %sled_file.display(),
-            waited_ms = SLED_RELEASE_WAIT_MS,
-            "sled still holds its lock after the store was closed"
-        );
+impl Trees {
+    fn open(path: &Path, db: sled::Db) -> Result<Trees, StoreError> {
+        let tree =
+            |name: &str| db.open_tree(name).map_err(|e| io_error(path, format!("cannot open the `{name}` tree: {e}")));
+        Ok(Trees {
+            snapshots: tree(SNAPSHOTS)?,
+            log: tree(LOG)?,
+            quarantine: tree(QUARANTINE)?,
+            quarantine_log: tree(QUARANTINE_LOG)?,
+            meta: tree(META)?,
+            db,
+        })
     }
 }
 
@@ -300,16 +359,31 @@ pub struct SledStore {
     snapshots: sled::Tree,
     log: sled::Tree,
     quarantine: sled::Tree,
+    quarantine_log: sled::Tree,
     codec: RecordCodec,
     flush: FlushPolicy,
     log_retention: usize,
     quarantine_retention: usize,
+    quarantine_log_retention: usize,
     quarantine_len: AtomicUsize,
+    quarantine_log_len: AtomicUsize,
     clock: Option<WallClock>,
     /// Held across a snapshot's tree read or write and its cache update, so the cache never goes stale.
     cache: Mutex<SnapshotCache>,
     /// Held across a log append (sequence number, insert, trim).
     cursors: Mutex<HashMap<SessionId, LogCursor>>,
+    /// The sessions that have saved a snapshot (the `warden.sessions` file).
+    known: Mutex<HashSet<SessionId>>,
+    /// The file was changed since it was last made durable (done before the next flush).
+    known_unsynced: AtomicBool,
+    /// Why a known session without a record starts fresh (the store was rebuilt or started over), if
+    /// that is why; otherwise such a session's record was lost some other way.
+    fresh_start: Option<String>,
+    /// Set when this process rebuilt the store: every session without a record starts fresh, known or
+    /// not (the old list of sessions may be lost with the rest).
+    rebuilt: Option<String>,
+    /// Where an unreadable database was moved, if this open moved one.
+    moved_aside: Option<PathBuf>,
     /// The lock file, flock-ed while the store is open; declared last so it is released after sled closes.
     _lock: DirLock,
 }
@@ -320,7 +394,15 @@ impl fmt::Debug for SledStore {
             .field("path", &self.path)
             .field("flush", &self.flush)
             .field("log_retention", &self.log_retention)
+            .field("moved_aside", &self.moved_aside)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // sled flushes its own files when the `Db` drops (after this); the list goes first.
+        self.sync_known();
     }
 }
 
@@ -333,54 +415,114 @@ impl SledStore {
     /// Opens (or creates) the store at `path`, a directory.
     ///
     /// Fails with [`StoreError::Locked`] if another process (or another `SledStore` in this one) has it
-    /// open, [`StoreError::Key`] if the key is missing or malformed, and [`StoreError::Io`] naming the path
-    /// and the problem for anything else (including a database sled cannot read: move the directory aside
-    /// to start a fresh one; the store only holds rebuildable state).
+    /// open; with [`StoreError::Key`] if the key is malformed, or lost or changed while the store holds
+    /// records sealed with the old one (unless [`SledOptions::previous_key`] or
+    /// [`SledOptions::start_over_if_key_lost`] says what to do); and with [`StoreError::Io`] naming the
+    /// path and the problem for anything else. A database sled cannot read is moved aside and a fresh one
+    /// opened (see [`SledOptions::rebuild_if_unreadable`]).
     pub fn open(path: impl AsRef<Path>, options: SledOptions) -> Result<SledStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         fs::create_dir_all(&path).map_err(|e| io_error(&path, format!("cannot create the directory: {e}")))?;
         let mut lock_file = take_lock(&path)?;
-        let key = options.key.resolve(&path)?;
+        // Keys first: a malformed key fails before anything is touched.
+        let lookup = options.key.lookup(&path)?;
+        let mut rebuilt = None;
         let db = match open_sled(&path, &options) {
             Ok(db) => db,
             Err(SledOpenError { error, unreadable: true }) if options.rebuild_if_unreadable => {
-                let aside = move_aside(&path)?;
+                let aside = move_aside(&path, options.clock.as_ref())?;
+                let problem = match &error {
+                    StoreError::Io { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                };
                 tracing::warn!(
                     path = %path.display(),
                     moved_to = %aside.display(),
-                    %error,
-                    "store unreadable; moved aside, starting a fresh one (sessions log in again)"
+                    %problem,
+                    "store unreadable; moved aside, starting a fresh one (sessions log in again, their logins still limited)"
                 );
                 fs::create_dir_all(&path).map_err(|e| io_error(&path, format!("cannot create the directory: {e}")))?;
                 lock_file = take_lock(&path)?;
-                open_sled(&path, &options).map_err(|e| e.error)?
+                let db = open_sled(&path, &options).map_err(|e| e.error)?;
+                let reason = format!(
+                    "the store at {} was unreadable ({problem}) and was moved to {}; the session's record was lost \
+                     with it and it starts fresh",
+                    path.display(),
+                    aside.display()
+                );
+                rebuilt = Some((aside, reason));
+                db
             }
             Err(e) => return Err(e.error),
         };
         lock_file.sled_file = Some(path.join("db"));
-        let tree =
-            |name: &str| db.open_tree(name).map_err(|e| io_error(&path, format!("cannot open the `{name}` tree: {e}")));
-        let (snapshots, log, quarantine) = (tree(SNAPSHOTS)?, tree(LOG)?, tree(QUARANTINE)?);
-        let quarantine_len = quarantine.iter().keys().count();
-        if quarantine_len > 0 {
-            tracing::info!(path = %path.display(), records = quarantine_len, "store has quarantined records");
+        let trees = Trees::open(&path, db)?;
+
+        // The sessions that have saved: the list beside the files (the moved-aside one after a rebuild),
+        // and every snapshot sled still has.
+        let list_dir = rebuilt.as_ref().map_or(path.as_path(), |(aside, _)| aside.as_path());
+        let listed = known::read(list_dir).unwrap_or_else(|problem| {
+            tracing::warn!(%problem, "the list of known sessions cannot be read; rebuilding it from the snapshots");
+            None
+        });
+        let mut known_sessions = listed.clone().unwrap_or_default();
+        for key in trees.snapshots.iter().keys() {
+            let key = key.map_err(|e| io_error(&path, format!("reading the snapshots: {e}")))?;
+            if let Some(session) = std::str::from_utf8(&key).ok().and_then(|s| SessionId::new(s).ok()) {
+                known_sessions.insert(session);
+            }
         }
-        Ok(SledStore {
-            codec: RecordCodec::new(&key),
+
+        let Settled { codec, started_over } = settle_key(&path, &trees, &options, lookup)?;
+
+        if rebuilt.is_some() || listed.as_ref() != Some(&known_sessions) {
+            known::write(&path, &known_sessions, true)
+                .map_err(|e| io_error(&path, format!("cannot write the list of known sessions: {e}")))?;
+        }
+        let fresh_start = settle_fresh_start(
+            &path,
+            &trees,
+            &known_sessions,
+            rebuilt.as_ref().map(|(_, reason)| reason.clone()).or(started_over),
+        )?;
+        let (quarantine_len, quarantine_log_len) = sort_quarantine(&path, &trees)?;
+        if quarantine_len + quarantine_log_len > 0 {
+            tracing::info!(
+                path = %path.display(),
+                snapshots = quarantine_len,
+                log_entries = quarantine_log_len,
+                "store has quarantined records"
+            );
+        }
+        let Trees { db, snapshots, log, quarantine, quarantine_log, meta: _ } = trees;
+        let (moved_aside, rebuilt) = rebuilt.map_or((None, None), |(aside, reason)| (Some(aside), Some(reason)));
+        let store = SledStore {
+            codec,
             flush: options.flush,
             log_retention: options.log_retention,
             quarantine_retention: options.quarantine_retention,
+            quarantine_log_retention: options.quarantine_log_retention,
             quarantine_len: AtomicUsize::new(quarantine_len),
+            quarantine_log_len: AtomicUsize::new(quarantine_log_len),
             clock: options.clock.clone(),
             cache: Mutex::new(SnapshotCache { capacity: options.snapshot_cache_entries, entries: HashMap::new() }),
             cursors: Mutex::new(HashMap::new()),
+            known: Mutex::new(known_sessions),
+            known_unsynced: AtomicBool::new(false),
+            fresh_start,
+            rebuilt,
+            moved_aside,
             path,
             db,
             snapshots,
             log,
             quarantine,
+            quarantine_log,
             _lock: lock_file,
-        })
+        };
+        store.trim_quarantine(&store.quarantine, &store.quarantine_len, store.quarantine_retention)?;
+        store.trim_quarantine(&store.quarantine_log, &store.quarantine_log_len, store.quarantine_log_retention)?;
+        Ok(store)
     }
 
     /// The database directory.
@@ -388,27 +530,37 @@ impl SledStore {
         &self.path
     }
 
+    /// Where this open moved an unreadable database (see [`SledOptions::rebuild_if_unreadable`]), if it
+    /// did.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.moved_aside.as_deref()
+    }
+
     /// The token lifetimes a session's log has seen, oldest first (see [`observed_lifetimes`]).
     pub fn read_observed_lifetimes(&self, session: &SessionId) -> Result<Vec<ObservedLifetime>, StoreError> {
         Ok(observed_lifetimes(&self.read_log(session, usize::MAX)?))
     }
 
-    /// Every quarantined record, oldest first. An entry that itself does not decode is skipped (and
-    /// reported with a warning).
+    /// Every quarantined record, snapshots and log entries together, oldest first. An entry that itself
+    /// does not decode is skipped (and reported with a warning).
     pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         let mut entries = Vec::new();
-        for item in self.quarantine.iter() {
-            let (key, value) = item.map_err(|e| self.io(format!("reading the quarantine: {e}")))?;
-            match rmp_serde::from_slice::<QuarantineEntry>(&value) {
-                Ok(entry) => entries.push(entry),
-                Err(e) => tracing::warn!(
-                    key_len = key.len(),
-                    error = %redact_quoted(&e.to_string()),
-                    "quarantine entry does not decode; skipped"
-                ),
+        for tree in [&self.quarantine, &self.quarantine_log] {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(|e| self.io(format!("reading the quarantine: {e}")))?;
+                match rmp_serde::from_slice::<QuarantineEntry>(&value) {
+                    Ok(entry) => entries.push((key, entry)),
+                    Err(e) => tracing::warn!(
+                        key_len = key.len(),
+                        error = %redact_quoted(&e.to_string()),
+                        "quarantine entry does not decode; skipped"
+                    ),
+                }
             }
         }
-        Ok(entries)
+        // Keys start with the id from sled's generator: their order is the order of quarantining.
+        entries.sort_by(|(a, _), (b, _)| a.get(..8).cmp(&b.get(..8)));
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// The size of the database files, in bytes.
@@ -424,8 +576,69 @@ impl SledStore {
         if wanted { self.flush() } else { Ok(()) }
     }
 
-    /// Moves an unreadable record from `tree` to the quarantine, in one transaction (the record is removed
-    /// only if it is still the same bytes), and reports it.
+    /// Why a session without a record starts fresh rather than new, if it does: the store was rebuilt in
+    /// this process, or the session had saved a snapshot that is gone.
+    fn lost_record_reason(&self, session: &SessionId) -> Option<String> {
+        if let Some(reason) = &self.rebuilt {
+            return Some(reason.clone());
+        }
+        if !lock(&self.known).contains(session) {
+            return None;
+        }
+        Some(self.fresh_start.clone().unwrap_or_else(|| {
+            format!(
+                "no readable snapshot of session {session} although one was saved (it was quarantined, lost with \
+                 damaged database files, or the process stopped before it reached the disk); the session starts \
+                 fresh"
+            )
+        }))
+    }
+
+    /// Adds a session to the list of sessions that have saved, before its first snapshot is written (made
+    /// durable before the next flush). A failure is reported, not returned: the list only sharpens what a
+    /// lost record is reported as.
+    fn remember(&self, session: &SessionId) {
+        let mut known = lock(&self.known);
+        if known.contains(session) {
+            return;
+        }
+        known.insert(session.clone());
+        match known::write(&self.path, &known, false) {
+            Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
+            Err(e) => {
+                known.remove(session);
+                tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions");
+            }
+        }
+    }
+
+    /// Removes a session from the list, after its records were removed.
+    fn forget(&self, session: &SessionId) {
+        let mut known = lock(&self.known);
+        if known.remove(session) {
+            match known::write(&self.path, &known, false) {
+                Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions")
+                }
+            }
+        }
+    }
+
+    /// Makes the list of known sessions durable if it changed since it last was.
+    fn sync_known(&self) {
+        if self.known_unsynced.swap(false, Ordering::SeqCst) {
+            let _known = lock(&self.known);
+            if let Err(e) = known::sync(&self.path) {
+                self.known_unsynced.store(true, Ordering::SeqCst);
+                tracing::warn!(error = %e, path = %self.path.display(), "cannot sync the list of known sessions");
+            }
+        }
+    }
+
+    /// Moves an unreadable record from `tree` to its quarantine (snapshots to `quarantine`, log entries to
+    /// `quarantine_log`), in one transaction (the record is removed only if it is still the same bytes),
+    /// and reports it.
     fn quarantine_record(
         &self,
         tree: &sled::Tree,
@@ -444,13 +657,14 @@ impl SledStore {
             at: self.clock.as_ref().map(|clock| clock()),
             record: record.to_vec(),
         };
-        let value = rmp_serde::to_vec_named(&entry).map_err(|e| StoreError::Encode {
-            session: session.to_string(),
-            detail: format!("quarantine entry: {e}"),
-        })?;
-        let mut quarantine_key = id.to_be_bytes().to_vec();
-        quarantine_key.extend_from_slice(session.as_str().as_bytes());
-        (tree, &self.quarantine)
+        let value = encode_quarantine_entry(&entry)?;
+        let quarantine_key = quarantine_key(id, session.as_str());
+        let (target, len, cap) = if tree_name == LOG {
+            (&self.quarantine_log, &self.quarantine_log_len, self.quarantine_log_retention)
+        } else {
+            (&self.quarantine, &self.quarantine_len, self.quarantine_retention)
+        };
+        (tree, target)
             .transaction(|(source, quarantine)| {
                 if source.get(key)?.as_ref() == Some(record) {
                     source.remove(key)?;
@@ -465,15 +679,16 @@ impl SledStore {
             reason,
             "store record quarantined; the session starts fresh"
         );
-        self.trim_quarantine()
+        len.fetch_add(1, Ordering::SeqCst);
+        self.trim_quarantine(target, len, cap)
     }
 
-    fn trim_quarantine(&self) -> Result<(), StoreError> {
-        let len = self.quarantine_len.fetch_add(1, Ordering::SeqCst) + 1;
-        for _ in self.quarantine_retention..len {
-            match self.quarantine.pop_min() {
+    /// Drops the oldest entries of one quarantine tree beyond its cap.
+    fn trim_quarantine(&self, tree: &sled::Tree, len: &AtomicUsize, cap: usize) -> Result<(), StoreError> {
+        while len.load(Ordering::SeqCst) > cap {
+            match tree.pop_min() {
                 Ok(Some(_)) => {
-                    self.quarantine_len.fetch_sub(1, Ordering::SeqCst);
+                    len.fetch_sub(1, Ordering::SeqCst);
                 }
                 Ok(None) => break,
                 Err(e) => return Err(self.io(format!("trimming the quarantine: {e}"))),
@@ -510,6 +725,76 @@ impl SledStore {
     }
 }
 
+/// Records (`Some`) or reads back (`None`) why known sessions without a record start fresh. A reason
+/// read back is dropped once every known session has a record again.
+fn settle_fresh_start(
+    path: &Path,
+    trees: &Trees,
+    known_sessions: &HashSet<SessionId>,
+    new_reason: Option<String>,
+) -> Result<Option<String>, StoreError> {
+    let meta_error = |e: sled::Error| io_error(path, format!("the `meta` tree: {e}"));
+    if let Some(reason) = new_reason {
+        trees.meta.insert(FRESH_START, reason.as_bytes()).map_err(meta_error)?;
+        trees.db.flush().map_err(meta_error)?;
+        return Ok(Some(reason));
+    }
+    let Some(stored) = trees.meta.get(FRESH_START).map_err(meta_error)? else { return Ok(None) };
+    let mut all_saved = true;
+    for session in known_sessions {
+        if !trees.snapshots.contains_key(session.as_str().as_bytes()).map_err(meta_error)? {
+            all_saved = false;
+            break;
+        }
+    }
+    if all_saved {
+        trees.meta.remove(FRESH_START).map_err(meta_error)?;
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&stored).into_owned()))
+}
+
+/// Moves log entries that older builds quarantined together with snapshots into `quarantine_log` (once
+/// per store), and counts both quarantines.
+fn sort_quarantine(path: &Path, trees: &Trees) -> Result<(usize, usize), StoreError> {
+    let read_error = |e: sled::Error| io_error(path, format!("reading the quarantine: {e}"));
+    if trees.meta.contains_key(QUARANTINE_SORTED).map_err(read_error)? {
+        return Ok((trees.quarantine.len(), trees.quarantine_log.len()));
+    }
+    let mut snapshots = 0;
+    for item in trees.quarantine.iter() {
+        let (key, value) = item.map_err(read_error)?;
+        match rmp_serde::from_slice::<QuarantineEntry>(&value) {
+            Ok(entry) if entry.tree == LOG => {
+                (&trees.quarantine, &trees.quarantine_log)
+                    .transaction(|(quarantine, quarantine_log)| {
+                        quarantine.remove(&key)?;
+                        quarantine_log.insert(&key, &value)?;
+                        Ok::<(), ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e: TransactionError<()>| io_error(path, format!("sorting the quarantine: {e:?}")))?;
+            }
+            _ => snapshots += 1,
+        }
+    }
+    trees.meta.insert(QUARANTINE_SORTED, &[]).map_err(read_error)?;
+    Ok((snapshots, trees.quarantine_log.len()))
+}
+
+/// A quarantine entry's bytes.
+fn encode_quarantine_entry(entry: &QuarantineEntry) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(entry)
+        .map_err(|e| StoreError::Encode { session: entry.session.clone(), detail: format!("quarantine entry: {e}") })
+}
+
+/// A quarantine key: the id (big-endian, so keys sort in the order records were quarantined), then the
+/// session.
+fn quarantine_key(id: u64, session: &str) -> Vec<u8> {
+    let mut key = id.to_be_bytes().to_vec();
+    key.extend_from_slice(session.as_bytes());
+    key
+}
+
 impl Store for SledStore {
     fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError> {
         let mut cache = lock(&self.cache);
@@ -520,7 +805,10 @@ impl Store for SledStore {
         let Some(record) =
             self.snapshots.get(key).map_err(|e| self.io(format!("reading the snapshot of session {session}: {e}")))?
         else {
-            return Ok(LoadOutcome::Missing);
+            return Ok(match self.lost_record_reason(session) {
+                Some(reason) => LoadOutcome::Quarantined { reason, login_attempts: None },
+                None => LoadOutcome::Missing,
+            });
         };
         match self.codec.open_snapshot(session, &record) {
             Ok(snapshot) => {
@@ -529,8 +817,10 @@ impl Store for SledStore {
             }
             Err(error) => {
                 let reason = error.to_string();
+                // A record that decrypts may still hold a readable login history: keep the limit.
+                let login_attempts = self.codec.salvage_login_attempts(session, &record);
                 self.quarantine_record(&self.snapshots, SNAPSHOTS, session, key, &record, &reason)?;
-                Ok(LoadOutcome::Quarantined { reason, login_attempts: None })
+                Ok(LoadOutcome::Quarantined { reason, login_attempts })
             }
         }
     }
@@ -538,6 +828,7 @@ impl Store for SledStore {
     fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError> {
         let session = &snapshot.session_id;
         let record = self.codec.seal_snapshot(snapshot)?;
+        self.remember(session);
         {
             let mut cache = lock(&self.cache);
             self.snapshots
@@ -618,10 +909,12 @@ impl Store for SledStore {
             cache.entries.remove(session);
             cursors.remove(session);
         }
+        self.forget(session);
         self.flush_if(self.flush == FlushPolicy::Always)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.sync_known();
         self.db.flush().map(|_| ()).map_err(|e| self.io(format!("flushing: {e}")))
     }
 }
@@ -650,89 +943,15 @@ fn seq_of(key: &[u8], prefix_len: usize) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// Takes the store's lock file, or says who holds it.
-fn take_lock(path: &Path) -> Result<DirLock, StoreError> {
-    let lock_path = path.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| io_error(path, format!("cannot open the lock file {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(DirLock { _file: file, sled_file: None }),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: path.display().to_string(),
-            detail: format!(
-                "{} is held by another process (or another store in this process) that has the database open",
-                lock_path.display()
-            ),
-        }),
-        Err(TryLockError::Error(e)) => {
-            Err(io_error(path, format!("cannot lock the lock file {}: {e}", lock_path.display())))
-        }
+/// The session and sequence number of a log key, if it is one.
+fn parse_log_key(key: &[u8]) -> Option<(SessionId, u64)> {
+    let split = key.len().checked_sub(9)?;
+    let (session, rest) = key.split_at(split);
+    if rest.first() != Some(&0) {
+        return None;
     }
-}
-
-/// A failed sled open, and whether it looks like unreadable files (as opposed to a lock or an IO error).
-struct SledOpenError {
-    error: StoreError,
-    unreadable: bool,
-}
-
-/// What to do about a database sled cannot read.
-const REBUILD_ADVICE: &str = "the store holds only rebuildable state: move the directory aside to start a fresh \
-                              one (sessions log in again), or open with `rebuild_if_unreadable`";
-
-/// Opens sled, turning its errors (and panics on damaged files) into clear [`StoreError`]s.
-fn open_sled(path: &Path, options: &SledOptions) -> Result<sled::Db, SledOpenError> {
-    let config = sled::Config::new()
-        .path(path)
-        .cache_capacity(options.cache_capacity_bytes)
-        .flush_every_ms(options.background_flush_ms);
-    let unreadable = |detail: String| SledOpenError { error: io_error(path, detail), unreadable: true };
-    match catch_unwind(AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => Err(SledOpenError {
-            error: StoreError::Locked { path: path.display().to_string(), detail: format!("sled: {e}") },
-            unreadable: false,
-        }),
-        Ok(Err(sled::Error::Io(e))) => {
-            Err(SledOpenError { error: io_error(path, format!("sled cannot open it: {e}")), unreadable: false })
-        }
-        Ok(Err(sled::Error::Corruption { at, .. })) => {
-            let at = at.map(|at| format!(" at {at}")).unwrap_or_default();
-            Err(unreadable(format!("sled found damaged data{at}; {REBUILD_ADVICE}")))
-        }
-        Ok(Err(e)) => Err(unreadable(format!("sled cannot read it ({e}); {REBUILD_ADVICE}"))),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
-            Err(unreadable(format!("sled panicked while opening it ({message}); {REBUILD_ADVICE}")))
-        }
-    }
-}
-
-/// Renames the database directory to the first free `<path>.unreadable.<n>`.
-fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    const MAX_ASIDE: u32 = 1_000;
-    for n in 1..=MAX_ASIDE {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(format!(".unreadable.{n}"));
-        let aside = PathBuf::from(name);
-        if aside.exists() {
-            continue;
-        }
-        return fs::rename(path, &aside)
-            .map(|()| aside)
-            .map_err(|e| io_error(path, format!("cannot move the unreadable database aside: {e}")));
-    }
-    Err(io_error(path, format!("cannot move the unreadable database aside: {MAX_ASIDE} earlier copies are in the way")))
+    let session = SessionId::new(std::str::from_utf8(session).ok()?).ok()?;
+    Some((session, seq_of(rest, 1)?))
 }
 
 #[cfg(test)]
@@ -747,5 +966,8 @@ mod tests {
         assert!(log_key(&a, 255) < log_key(&a, 256));
         assert_eq!(seq_of(&log_key(&a, 42), log_prefix(&a).len()), Some(42));
         assert_eq!(seq_of(b"a\0short", 2), None);
+        assert_eq!(parse_log_key(&log_key(&ab, 7)), Some((ab.clone(), 7)));
+        assert_eq!(parse_log_key(b"a\x01\0\0\0\0\0\0\0\x07"), None);
+        assert_eq!(parse_log_key(b"\0\0\0"), None);
     }
 }
