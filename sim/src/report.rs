@@ -1,4 +1,4 @@
-//! What a simulated run produced: [`Report`] (the interface fields of DESIGN §7 plus the safety counters),
+//! What a simulated run produced: [`Report`] (the standard fields plus the safety counters),
 //! the `[expect]` bounds that judge it ([`Expectations`]), and the plain-text tables the CLI prints.
 //!
 //! A report serialises with its fields in declaration order and its maps sorted, so two runs of the same
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// The outcome of one simulated run. *(interface)*
+/// The outcome of one simulated run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Report {
@@ -281,7 +281,7 @@ impl fmt::Display for Actual {
     }
 }
 
-/// One judged expectation. *(interface)*
+/// One judged expectation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExpectationResult {
     /// The report field.
