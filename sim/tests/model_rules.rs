@@ -57,9 +57,10 @@ async fn a_token_past_its_declared_expiry_is_a_dead_token_use() {
     let grant = login(&model, t0).await.unwrap();
     assert_eq!(grant.expires_at, Some(secs(t0, 3600)));
     assert!(model.request(secs(t0, 3_000), token(&grant), &ModelRequest::read(1)).result.is_ok());
-    // Sent 100 ms before the declared expiry, it arrives exactly at it: the broker refuses it.
+    // Sent 50 ms before the declared expiry with a 100 ms round trip, it reaches the broker half-way,
+    // exactly at the expiry: the broker refuses it.
     let late =
-        model.request(secs(t0, 3600).saturating_sub(Duration::from_millis(100)), token(&grant), &ModelRequest::read(2));
+        model.request(secs(t0, 3600).saturating_sub(Duration::from_millis(50)), token(&grant), &ModelRequest::read(2));
     let error = late.result.unwrap_err();
     assert_eq!(error.code.as_deref(), Some("900901"));
     assert_eq!(model.classify(&error), ErrorClass::AuthExpired);
@@ -407,4 +408,37 @@ fn many_requests_stay_cheap_and_exact() {
     }
     let stats = model.stats();
     assert_eq!((stats.requests_seen, stats.requests_ok, stats.orders_executed, stats.duplicate_orders), (n, n, n, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_is_judged_when_it_arrives_and_answered_after_its_round_trip() {
+    let model = BrokerModel::new(spec(ModelKind::OpenAlgo), 21);
+    // 02:59 IST; the cut-off is 03:00 IST = 21:30 UTC.
+    let t0 = at("2026-03-09T21:29:00Z");
+    let grant = login(&model, t0).await.unwrap();
+    // Sent 40 ms before the cut-off with a 100 ms round trip: it reaches the broker 10 ms after it.
+    let sent = at("2026-03-09T21:29:59.960Z");
+    let clock = warden_actors::Clock::starting_at(sent);
+    let refused = model.call(sent, token(&grant), &ModelRequest::order(1)).await.unwrap_err();
+    assert_eq!(clock.now(), at("2026-03-09T21:30:00.060Z"), "the answer takes the whole round trip");
+    assert_eq!(model.classify(&refused), ErrorClass::AuthExpired);
+    let (refusals, dropped) = model.refusals();
+    assert_eq!(dropped, 0);
+    assert_eq!(refusals.len(), 1);
+    assert_eq!((refusals[0].sent_at, refusals[0].arrived_at), (sent, at("2026-03-09T21:30:00.010Z")));
+    assert_eq!(refusals[0].verdict, TokenVerdict::Revoked(Revocation::Reset));
+    assert_eq!(model.stats().orders_executed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_is_judged_when_it_arrives() {
+    let model = BrokerModel::new(spec(ModelKind::OpenAlgo), 22);
+    // Sent 200 ms before the 03:00 IST cut-off with a 500 ms round trip: the broker issues the token
+    // 50 ms after the cut-off, so the cut-off does not revoke it.
+    let grant = login(&model, at("2026-03-09T21:29:59.800Z")).await.unwrap();
+    assert_eq!(grant.issued_at, at("2026-03-09T21:29:59.800Z"));
+    assert!(model.is_accepted(token(&grant), at("2026-03-09T21:31:00Z")));
+    // Sent 300 ms before it, the token is issued 50 ms before the cut-off and dies with it.
+    let early = login(&model, at("2026-03-10T21:29:59.700Z")).await.unwrap();
+    assert_eq!(model.verdict(token(&early), at("2026-03-10T21:30:00Z")), TokenVerdict::Revoked(Revocation::Reset));
 }
