@@ -82,9 +82,10 @@ fn states_chart(out: &mut String, timeline: &Timeline) {
             span.to
         );
     }
-    for (session, at) in &timeline.logins {
+    for marker in timeline.markers.iter().filter(|m| m.kind == crate::runner::MarkerKind::Login) {
+        let (at, session) = (&marker.at, marker.session.unwrap_or(0));
         let x = x_of(*at, timeline);
-        let y = *session as f64 * ROW;
+        let y = session as f64 * ROW;
         let _ = write!(
             out,
             "<line x1='{x:.2}' y1='{y:.1}' x2='{x:.2}' y2='{:.1}' class='login'><title>login {at}</title></line>",

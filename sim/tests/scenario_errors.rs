@@ -478,3 +478,159 @@ fn the_documented_examples_parse() {
         Scenario::parse(&text, "docs/scenarios.md").unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 }
+
+#[test]
+fn scripted_requests_at_exact_instants() {
+    let text = format!(
+        "{BASE}\n[[workload.at]]\nat = \"02:59:59.900\"\nkind = \"quote\"\ncount = 25\n\n[[workload.at]]\nat = \"+1h 250ms\"\nkind = \"quote\"\nsession = 0\n"
+    );
+    let s = Scenario::parse(&text, ORIGIN).unwrap();
+    // 02:59:59.900 IST on each trading day inside the run (Tuesday and Wednesday; Monday's is before the
+    // start), and the offset.
+    let at: Vec<(String, u32)> = s.workload.scripted.iter().map(|b| (b.at.to_string(), b.count)).collect();
+    let want = [("2026-03-09T03:30:00.25Z", 1), ("2026-03-09T21:29:59.9Z", 25), ("2026-03-10T21:29:59.9Z", 25)];
+    assert_eq!(at, want.map(|(t, n)| (t.to_owned(), n)));
+    assert_eq!(s.workload.scripted[0].session, Some(0));
+    let strategies = 2.0 * 0.5 * s.workload.open_time().as_secs_f64();
+    assert_eq!(s.workload.expected_requests(), strategies + 51.0);
+}
+
+#[test]
+fn bad_scripted_requests() {
+    let at = |entry: &str| format!("{BASE}\n[[workload.at]]\n{entry}\n");
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"qoute\""));
+    assert_error(&err, 26, "`workload.at[0].kind`", &["unknown request kind `qoute`", "did you mean `quote`?"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\ncount = 0"));
+    assert_error(&err, 27, "`workload.at[0].count`", &["0 must be between 1 and 100000"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\nsession = 2"));
+    assert_error(&err, 27, "`workload.at[0].session`", &["session 2 does not exist"]);
+    let err = parse_err(&at("at = \"02:59:59.9001\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["finer than a millisecond"]);
+    let err = parse_err(&at("at = \"+1.5ms\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["finer than a millisecond"]);
+    let err = parse_err(&at("at = \"+9d\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["is outside the run"]);
+    let err = parse_err(&at("at = \"+1h\""));
+    assert_error(&err, 24, "kind", &["missing key `kind` in [workload.at[0]]"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\ncuont = 3"));
+    assert_error(&err, 27, "cuont", &["unknown key `cuont` in [workload.at[0]]", "did you mean `count`?"]);
+    let no_mix = BASE
+        .replace("[[workload.mix]]\nkind = \"quote\"\nidempotent = true\n", "")
+        .replace("strategies = 2\nrate_per_strategy = 0.5\n", "");
+    let err = parse_err(&format!("{no_mix}\n[[workload.at]]\nat = \"+1h\"\nkind = \"quote\"\n"));
+    assert!(err.to_string().contains("scripted requests name kinds of the request mix"), "{err}");
+    let err = parse_err(&replace("kind = \"quote\"", "kind = \"quote.v2\""));
+    assert_error(&err, 18, "`workload.mix[0].kind`", &["letters, digits, `_` and `-` only"]);
+}
+
+#[test]
+fn times_to_the_millisecond_everywhere() {
+    let s = Scenario::parse(
+        &replace("open = \"09:15\", close = \"15:30\"", "open = \"09:15:00.500\", close = \"15:30\"").replace(
+            "start = \"2026-03-09T08:00:00+05:30[Asia/Kolkata]\"",
+            "start = \"2026-03-09T08:00:00.250+05:30[Asia/Kolkata]\"",
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    assert_eq!(s.start.to_string(), "2026-03-09T02:30:00.25Z");
+    assert_eq!(s.workload.open_windows[0].from.to_string(), "2026-03-09T03:45:00.5Z");
+    let err = parse_err(&replace("open = \"09:15\"", "open = \"09:15:00.0001\""));
+    assert_error(&err, 15, "`workload.market_hours.open`", &["finer than a millisecond"]);
+    let err = parse_err(&replace("duration = \"2d\"", "duration = \"2d 1us\""));
+    assert_error(&err, 4, "`duration`", &["finer than a millisecond"]);
+}
+
+#[test]
+fn repeated_faults_within_a_window() {
+    let s = Scenario::parse(
+        &format!(
+            "{BASE}\n[faults]\nrestarts = [{{ from = \"10:00\", to = \"11:00\", every = \"10m\", downtime = \"5s\" }}]\npanics = [{{ from = \"+1h\", to = \"+1h 30s\", every = \"10s\" }}]\n"
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    // 10:00 to 11:00 IST on each of the two days the run covers: 10:00, 10:10 … 10:50.
+    assert_eq!(s.faults.restarts.len(), 12);
+    assert_eq!(s.faults.restarts[1].at.as_millis() - s.faults.restarts[0].at.as_millis(), 600_000);
+    assert_eq!(s.faults.restarts[0].downtime, Duration::from_secs(5));
+    assert_eq!(s.faults.panics.len(), 3, "+1h, +1h 10s, +1h 20s (to is exclusive)");
+    let faults = |entry: &str| format!("{BASE}\n[faults]\n{entry}\n");
+    let err =
+        parse_err(&faults("restarts = [{ from = \"10:00\", to = \"11:00\", every = \"5s\", downtime = \"5s\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].every`", &["must be longer than the `downtime` (5s)"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", to = \"11:00\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `every`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", every = \"10m\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `to`"]);
+    let err = parse_err(&faults("restarts = [{ at = \"+1h\", from = \"+2h\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].from`", &["either `at`", "not both"]);
+    let err = parse_err(&faults("restarts = [{ at = \"+1h\", every = \"10m\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].every`", &["`every` goes with `from`"]);
+    let err = parse_err(&faults("restarts = [{ downtime = \"5s\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `at`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", to = \"+1h\", every = \"10m\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0]`", &["both be local times of day, or both instants"]);
+    let err = parse_err(&faults("panics = [{ from = \"+1h\", every = \"10s\" }]"));
+    assert_error(&err, 25, "faults.panics[0]", &["missing key `count`", "or give `to`"]);
+    let err = parse_err(&faults("panics = [{ from = \"+1h\", to = \"+2h\" }]"));
+    assert_error(&err, 25, "faults.panics[0]", &["missing key `every`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"+1h\", to = \"+2h\", every = \"1ms\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0]`", &["more than 10000 restarts"]);
+}
+
+#[test]
+fn nested_report_fields_in_expect() {
+    let expect = |bounds: &str| replace("logins = { max = 3 }", bounds);
+    let s = Scenario::parse(
+        &expect(
+            "logins = { max = 3 }\nfailed_by.timeout = { max = 0 }\n\"invalid_by.needs_human\" = { max = 0 }\n\
+             by_kind.quote.failed = { max = 0 }\nevents.cutoff = { per_day = 1 }\nevents.login = { max = 4, per_day = { max = 2 } }\n\
+             \"events.cutoff.first_ms\" = { max = 86400000 }\nlogin_attempts = { max = 5 }",
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    let names: Vec<(String, String)> = s.expect.iter().map(|e| (e.name.clone(), e.bound.to_string())).collect();
+    for (name, bound) in [
+        ("failed_by.timeout", "<= 0"),
+        ("invalid_by.needs_human", "<= 0"),
+        ("by_kind.quote.failed", "<= 0"),
+        ("events.cutoff", "per day = 1"),
+        ("events.login", "<= 4"),
+        ("events.login", "per day <= 2"),
+        ("events.cutoff.first_ms", "<= 86400000"),
+    ] {
+        assert!(names.contains(&(name.to_owned(), bound.to_owned())), "{name} {bound} not in {names:?}");
+    }
+    let err = parse_err(&expect("failed_by.timout = { max = 0 }"));
+    assert_error(
+        &err,
+        22,
+        "failed_by.timout",
+        &["unknown report field `failed_by.timout`", "did you mean `failed_by.timeout`?"],
+    );
+    let err = parse_err(&expect("by_kind.qoute.ok = { max = 0 }"));
+    assert_error(&err, 22, "by_kind.qoute", &["unknown report field", "did you mean `by_kind.quote.ok`?"]);
+    let err = parse_err(&expect("events.cutof = { per_day = 1 }"));
+    assert_error(&err, 22, "events.cutof", &["did you mean `events.cutoff`?"]);
+    let err = parse_err(&expect("logins = { per_day = 1 }"));
+    assert_error(&err, 22, "`expect.logins.per_day`", &["only an event category"]);
+    let err = parse_err(&expect("events.cutoff = { per_day = { maxx = 1 } }"));
+    assert_error(&err, 22, "maxx", &["unknown key `maxx`", "did you mean `max`?"]);
+    let err = parse_err(&expect("events.cutoff = { per_dya = 1 }"));
+    assert_error(&err, 22, "per_dya", &["unknown key `per_dya`", "did you mean `per_day`?"]);
+    let err = parse_err(&expect("failed_by.timeout = 0"));
+    assert_error(&err, 22, "`expect.failed_by.timeout`", &["a bare number (0) is not a bound"]);
+    let err = parse_err(&expect("failed_by.timeout = \"none\""));
+    assert_error(&err, 22, "`expect.failed_by.timeout`", &["found a string"]);
+    let err = parse_err(&expect("events.cutoff.first = { max = 1 }"));
+    assert_error(&err, 22, "events.cutoff.first", &["unknown report field"]);
+    let err = parse_err(&expect("never_dead_token = { per_day = 1 }"));
+    assert_error(&err, 22, "`expect.never_dead_token`", &["is true or false"]);
+    // A run that covers no whole day has no day for a per-day bound to judge.
+    let short = replace("duration = \"2d\"", "duration = \"20h\"")
+        .replace("logins = { max = 3 }", "events.cutoff = { per_day = 1 }");
+    let err = parse_err(&short);
+    assert_error(&err, 22, "`expect.events.cutoff.per_day`", &["covers no whole day"]);
+}

@@ -14,10 +14,12 @@
 //! (the `Warden` is dropped without a goodbye and rebuilt on the same store after the downtime), and store
 //! write failures (a `FaultyStore` switch).
 
+mod failure;
 mod recorder;
 mod workload;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use warden_actors::{Clock, SessionHandle, SessionSpec, Warden, WardenError};
@@ -25,11 +27,11 @@ use warden_adapters::{FaultyStore, FlushPolicy, KeySource, MemoryStore, SledOpti
 use warden_engine::rng::SplitMix64;
 use warden_engine::{Policy, PolicyError, Preset, SessionId, Store, StoreError};
 
-use crate::model::{BrokerModel, ModelStats};
-use crate::report::Report;
+use crate::model::{BrokerModel, ModelStats, Refusal};
+use crate::report::{EventCategory, Report, RunDays, day_entries};
 use crate::scenario::Scenario;
 use recorder::Recorder;
-pub use recorder::{StateSpan, Timeline};
+pub use recorder::{Buckets, MARKERS_KEPT, Marker, MarkerKind, StateSpan, Timeline};
 use workload::{Workload, WorkloadTotals};
 
 /// Where the engine keeps its snapshots during a run.
@@ -64,6 +66,9 @@ pub struct RunOutput {
     pub report: Report,
     /// The timeline, if asked for.
     pub timeline: Option<Timeline>,
+    /// The requests the broker refused for their token, every session's, by arrival (at most
+    /// `REFUSALS_KEPT` per session).
+    pub refusals: Vec<Refusal>,
 }
 
 /// Why a scenario could not be run (as opposed to: it ran and failed an expectation).
@@ -126,9 +131,16 @@ struct World {
     models: Vec<BrokerModel>,
     ids: Vec<SessionId>,
     seed: u64,
+    /// Bumped when the simulated process dies: requests of an earlier process never see their answer.
+    process: AtomicU64,
 }
 
 impl World {
+    /// Which process is running (0 until the first restart).
+    fn process_generation(&self) -> u64 {
+        self.process.load(Ordering::Acquire)
+    }
+
     /// Builds a `Warden` on the world's store and opens every session.
     /// The recorder follows its events from before the first session opens.
     async fn boot(&self, generation: u64, recorder: &Recorder) -> Result<(Warden, Vec<SessionHandle>), WardenError> {
@@ -189,17 +201,20 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
             Arc::new(FaultyStore::with_faults(sled, faults.clone()))
         }
     };
-    let world = Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed });
-    let recorder = Recorder::new(world.scenario.start, options.timeline, options.print_events, world.ids.clone());
+    let days = RunDays::new(scenario.start, scenario.end, scenario.workload.zone());
+    let world =
+        Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed, process: AtomicU64::new(0) });
+    let recorder =
+        Recorder::new(world.scenario.start, days.clone(), options.timeline, options.print_events, world.ids.clone());
 
     let (warden, handles) =
         world.boot(0, &recorder).await.map_err(|error| RunError::Engine { scenario: name.clone(), error })?;
     let handles = Arc::new(ArcSwap::from_pointee(handles));
     let warden = Arc::new(std::sync::Mutex::new(Some(warden)));
-    let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
 
     let faults = schedule_faults(world.clone(), handles.clone(), warden.clone(), recorder.clone(), retries.clone());
-    let workload = Workload::new(world.clone(), handles.clone(), recorder.clone());
+    let workload = Workload::new(world.clone(), handles.clone(), options.timeline);
     let totals: WorkloadTotals = workload.run().await;
     for task in faults {
         task.abort();
@@ -208,7 +223,7 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     let end = world.scenario.end.max(world.clock.now());
     let current = warden.lock().ok().and_then(|mut w| w.take());
     if let Some(warden) = current {
-        retries.fetch_add(retry_count(&handles.load()), std::sync::atomic::Ordering::Relaxed);
+        retries.fetch_add(retry_count(&handles.load()), Ordering::Relaxed);
         recorder.capture_final_states(&handles.load(), end);
         warden.shutdown(false).await;
     }
@@ -224,10 +239,19 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     report.requests_ok = totals.ok;
     report.requests_failed = totals.failed;
     report.outcome_unknown = totals.outcome_unknown;
-    report.requests_retried = retries.load(std::sync::atomic::Ordering::Relaxed);
+    report.requests_retried = retries.load(Ordering::Relaxed);
     report.max_request_delay_ms = totals.delays.max_ms();
     report.p99_request_delay_ms = totals.delays.p99_ms();
-    report.logins = stats.logins;
+    report.max_token_wait_ms = totals.waits.max_ms();
+    report.p99_token_wait_ms = totals.waits.p99_ms();
+    report.failed_by = totals.failed_by;
+    report.invalid_by = totals.invalid_by;
+    report.by_kind = world.scenario.workload.mix.iter().map(|m| m.kind.clone()).zip(totals.by_kind).collect();
+    // `logins` counts the grants warden installed (its events); the broker's count of granted logins
+    // minus those is what was discarded.
+    report.logins = recorder.count_of(EventCategory::Login);
+    report.login_attempts = stats.login_attempts;
+    report.logins_discarded = stats.logins.saturating_sub(report.logins);
     report.refreshes = stats.refreshes;
     report.keepalives = stats.keepalives;
     report.login_failures = stats.login_failures;
@@ -238,12 +262,66 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     report.keepalive_failures = stats.keepalive_failures;
     report.rate_limited = stats.rate_limited;
     report.account_lockouts = stats.lockouts;
-    report.time_in_state = recorder.time_in_state(end);
+    report.days = day_entries(&days);
+    report.events = recorder.events();
+    for (state, ms) in recorder.time_in_state(end) {
+        report.time_in_state.insert(state, ms);
+    }
     report.finish();
     world.scenario.expect.evaluate(&mut report);
-    let timeline = options.timeline.then(|| recorder.timeline(end, totals.buckets));
+    let timeline = if options.timeline {
+        let trading =
+            days.days().iter().map(|d| world.scenario.workload.trading_days.contains(d.date.weekday())).collect();
+        recorder.timeline(end, trading, totals.buckets.unwrap_or_default()).map(|mut timeline| {
+            broker_markers(&world, &mut timeline);
+            timeline.markers.sort_by_key(|m| (m.at, m.session, m.kind));
+            timeline
+        })
+    } else {
+        None
+    };
+    let mut refusals: Vec<Refusal> = world.models.iter().flat_map(|m| m.refusals().0).collect();
+    refusals.sort_by_key(|r| (r.arrived_at, r.sent_at));
     drop(dir);
-    Ok(RunOutput { report, timeline })
+    Ok(RunOutput { report, timeline, refusals })
+}
+
+/// The broker's side of the timeline: the requests it refused and the sessions it ended on its own
+/// (scheduled events, daily and weekly resets).
+fn broker_markers(world: &World, timeline: &mut Timeline) {
+    for (session, model) in world.models.iter().enumerate() {
+        let (refusals, dropped) = model.refusals();
+        for refusal in refusals {
+            let detail = format!("rejected ({:?}), sent {}", refusal.verdict, refusal.sent_at);
+            timeline.add_marker(Marker {
+                at: refusal.arrived_at,
+                session: Some(session),
+                kind: MarkerKind::Rejection,
+                detail,
+            });
+        }
+        timeline.markers_dropped += dropped;
+    }
+    let spec = &world.scenario.broker;
+    let (start, end) = (world.scenario.start, world.scenario.end);
+    for event in spec.events.iter().filter(|e| start <= e.at && e.at <= end) {
+        let detail = event.kind.name().replace('_', " ");
+        timeline.add_marker(Marker { at: event.at, session: None, kind: MarkerKind::Deauth, detail });
+    }
+    let mut t = start;
+    while t < end {
+        let next = spec.next_reset_after(t);
+        if next > end {
+            break;
+        }
+        timeline.add_marker(Marker {
+            at: next,
+            session: None,
+            kind: MarkerKind::Deauth,
+            detail: "broker reset".to_owned(),
+        });
+        t = next;
+    }
 }
 
 /// A valid session id for session `index` with this label.
@@ -273,7 +351,7 @@ fn schedule_faults(
     handles: Arc<ArcSwap<Vec<SessionHandle>>>,
     warden: Arc<std::sync::Mutex<Option<Warden>>>,
     recorder: Recorder,
-    retries: Arc<std::sync::atomic::AtomicU64>,
+    retries: Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let clock = world.clock;
@@ -304,8 +382,9 @@ fn schedule_faults(
             for (n, fault) in restarts.iter().enumerate() {
                 tokio::time::sleep_until(clock.instant_at(fault.at)).await;
                 // The process dies: no logout, no final flush, in-flight calls lost with it.
+                world.process.fetch_add(1, Ordering::AcqRel);
                 let old = warden.lock().ok().and_then(|mut w| w.take());
-                retries.fetch_add(retry_count(&handles.load()), std::sync::atomic::Ordering::Relaxed);
+                retries.fetch_add(retry_count(&handles.load()), Ordering::Relaxed);
                 recorder.process_down(&handles.load(), clock.now());
                 handles.store(Arc::new(Vec::new()));
                 drop(old);

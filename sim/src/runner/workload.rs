@@ -1,12 +1,14 @@
-//! The workload driver: strategies issuing requests through `SessionHandle::execute` during market hours.
+//! The workload driver: strategies and scripted bursts issuing requests through `SessionHandle::execute`.
 //!
-//! One task walks the merged arrival times of every strategy in order (periodic arrivals line strategies
-//! up on the same instants, as bar-driven strategies do; Poisson arrivals spread them over the open
-//! market's time). Each request is an `execute` future polled once on the spot — it takes the lease (or
-//! starts waiting for one) at the instant it is issued — and then spawned: every attempt is a round trip
-//! through the network (`BrokerModel::call`), so it completes when its answer is back, and the virtual
-//! time from issue to answer is its delay. While the simulated process is down, its strategies are down
-//! too: no requests are issued.
+//! One task walks the merged arrival times of every strategy and every `[[workload.at]]` burst in order
+//! (periodic arrivals line strategies up on the same instants, as bar-driven strategies do; Poisson
+//! arrivals spread them over the open market's time; bursts go out at their instant, open or not). Each
+//! request is an `execute` future polled once on the spot — it takes the lease (or starts waiting for
+//! one) at the instant it is issued — and then spawned: every attempt is a round trip through the network
+//! (`BrokerModel::call`), so it completes when its answer is back, and the virtual time from issue to
+//! answer is its delay. While the simulated process is down its strategies are down too: nothing is
+//! issued; a request whose process died before its answer came back never gets an answer (an order's
+//! outcome is then unknown).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,18 +20,25 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
-use warden_actors::{ExecuteError, SessionHandle};
+use warden_actors::{ExecuteError, LeaseGuard, SessionHandle};
 use warden_engine::rng::SplitMix64;
 use warden_engine::{Idempotency, UnixMs};
 
 use super::World;
-use super::recorder::{Buckets, Recorder};
-use crate::model::{ModelRequest, Window};
-use crate::report::DelayHistogram;
+use super::failure::failure_kind;
+use super::recorder::Buckets;
+use crate::model::{KindId, ModelRequest, Window};
+use crate::report::{DelayHistogram, FailureCounts, FailureKind, InvalidCounts, KindCounts};
 use crate::scenario::Arrival;
 
-/// How many buckets the timeline's request chart has.
-const BUCKETS: u64 = 240;
+/// The width of a bucket of the timeline's request chart.
+const BUCKET_WIDTH: Duration = Duration::from_secs(300);
+
+/// How a request ended, as its strategy saw it.
+enum Outcome {
+    Ok,
+    Failed(FailureKind),
+}
 
 /// What the workload saw.
 #[derive(Debug, Default)]
@@ -38,29 +47,51 @@ pub(crate) struct WorkloadTotals {
     pub(crate) ok: u64,
     pub(crate) failed: u64,
     pub(crate) outcome_unknown: u64,
+    /// From issue to answer.
     pub(crate) delays: DelayHistogram,
-    pub(crate) buckets: Buckets,
+    /// From issue to the first attempt's send.
+    pub(crate) waits: DelayHistogram,
+    pub(crate) failed_by: FailureCounts,
+    pub(crate) invalid_by: InvalidCounts,
+    /// Per mix entry.
+    pub(crate) by_kind: Vec<KindCounts>,
+    /// Requests over time, if a timeline was asked for.
+    pub(crate) buckets: Option<Buckets>,
 }
 
 impl WorkloadTotals {
-    fn record(&mut self, start: UnixMs, issued_at: UnixMs, done_at: UnixMs, result: &Result<(), ExecuteError>) {
-        let bucket = bucket_of(start, issued_at, self.buckets.width_ms);
-        match result {
-            Ok(()) => {
+    fn record(&mut self, start: UnixMs, kind: KindId, issued_at: UnixMs, done_at: UnixMs, outcome: &Outcome) {
+        let per_kind = self.by_kind.get_mut(usize::from(kind.0));
+        let ok = matches!(outcome, Outcome::Ok);
+        match outcome {
+            Outcome::Ok => {
                 self.ok += 1;
-                if let Some(n) = self.buckets.ok.get_mut(bucket) {
-                    *n += 1;
+                if let Some(k) = per_kind {
+                    k.ok += 1;
                 }
             }
-            Err(error) => {
-                if matches!(error, ExecuteError::OutcomeUnknown(_)) {
+            Outcome::Failed(why) => {
+                self.failed_by.add(*why, &mut self.invalid_by);
+                let unknown = *why == FailureKind::OutcomeUnknown;
+                if unknown {
                     self.outcome_unknown += 1;
                 } else {
                     self.failed += 1;
                 }
-                if let Some(n) = self.buckets.failed.get_mut(bucket) {
-                    *n += 1;
+                if let Some(k) = per_kind {
+                    if unknown {
+                        k.outcome_unknown += 1;
+                    } else {
+                        k.failed += 1;
+                    }
                 }
+            }
+        }
+        if let Some(buckets) = &mut self.buckets {
+            let bucket = bucket_of(start, issued_at, buckets.width_ms);
+            let counts = if ok { &mut buckets.ok } else { &mut buckets.failed };
+            if let Some(n) = counts.get_mut(bucket) {
+                *n += 1;
             }
         }
         self.delays.record(done_at.saturating_duration_since(issued_at));
@@ -125,64 +156,108 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// What every request of the run shares: the world and the totals.
+struct Shared {
+    world: Arc<World>,
+    totals: Mutex<WorkloadTotals>,
+}
+
+impl Shared {
+    fn totals(&self) -> std::sync::MutexGuard<'_, WorkloadTotals> {
+        // A panic while the lock was held leaves counters half-updated, nothing worse: keep counting.
+        self.totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Who sends the next request.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// The `n`-th `[[workload.at]]` burst (before strategies at the same instant).
+    Burst(usize),
+    /// A strategy.
+    Strategy(u32),
+}
+
 /// Drives the scenario's workload.
 pub(crate) struct Workload {
-    world: Arc<World>,
+    shared: Arc<Shared>,
     handles: Arc<ArcSwap<Vec<SessionHandle>>>,
-    totals: Arc<Mutex<WorkloadTotals>>,
     rng: SplitMix64,
     next_op: u64,
 }
 
 impl Workload {
-    pub(crate) fn new(world: Arc<World>, handles: Arc<ArcSwap<Vec<SessionHandle>>>, _recorder: Recorder) -> Workload {
-        let span_ms = u64::try_from(world.scenario.duration.as_millis()).unwrap_or(u64::MAX);
-        let width_ms = span_ms.div_ceil(BUCKETS).max(1);
-        let buckets = Buckets { width_ms, ok: vec![0; BUCKETS as usize], failed: vec![0; BUCKETS as usize] };
-        let totals = WorkloadTotals { buckets, ..WorkloadTotals::default() };
+    pub(crate) fn new(world: Arc<World>, handles: Arc<ArcSwap<Vec<SessionHandle>>>, timeline: bool) -> Workload {
+        let buckets = timeline.then(|| {
+            let width_ms = BUCKET_WIDTH.as_millis() as u64;
+            let span_ms = u64::try_from(world.scenario.duration.as_millis()).unwrap_or(u64::MAX);
+            let n = usize::try_from(span_ms.div_ceil(width_ms)).unwrap_or(0).max(1);
+            Buckets { width_ms, ok: vec![0; n], failed: vec![0; n] }
+        });
+        let kinds = world.scenario.workload.mix.len();
+        let totals =
+            WorkloadTotals { buckets, by_kind: vec![KindCounts::default(); kinds], ..WorkloadTotals::default() };
         let rng = SplitMix64::new(world.seed ^ 0x5EED_F00D);
-        Workload { world, handles, totals: Arc::new(Mutex::new(totals)), rng, next_op: 1 }
+        Workload { shared: Arc::new(Shared { world, totals: Mutex::new(totals) }), handles, rng, next_op: 1 }
+    }
+
+    fn world(&self) -> &World {
+        &self.shared.world
     }
 
     /// Issues every request of the scenario, waits for the ones still in flight, and returns the totals.
     pub(crate) async fn run(mut self) -> WorkloadTotals {
-        let clock = self.world.clock;
-        let end = self.world.scenario.end;
+        let world = self.shared.world.clone();
+        let scenario = &world.scenario;
+        let end = scenario.end;
         let in_flight = InFlight::default();
-        let strategies = self.world.scenario.workload.strategies;
-        let rate = self.world.scenario.workload.rate_per_strategy;
-        if strategies > 0 && rate > 0.0 {
-            let mut arrivals = BinaryHeap::new();
-            for strategy in 0..strategies {
+        let rate = scenario.workload.rate_per_strategy;
+        let mut arrivals = BinaryHeap::new();
+        for (i, burst) in scenario.workload.scripted.iter().enumerate() {
+            arrivals.push(Reverse((burst.at, Source::Burst(i))));
+        }
+        if rate > 0.0 {
+            for strategy in 0..scenario.workload.strategies {
                 let gap = self.first_gap(rate);
-                if let Some(t) = self.after_open_time(self.world.scenario.start, gap) {
-                    arrivals.push(Reverse((t, strategy)));
-                }
-            }
-            let mut now = self.world.scenario.start;
-            while let Some(Reverse((t, strategy))) = arrivals.pop() {
-                if t >= end {
-                    break;
-                }
-                if t > now {
-                    tokio::time::sleep_until(clock.instant_at(t)).await;
-                    now = t;
-                }
-                self.issue(t, strategy, &in_flight);
-                let gap = self.gap(rate);
-                if let Some(next) = self.after_open_time(t, gap) {
-                    arrivals.push(Reverse((next, strategy)));
+                if let Some(t) = self.after_open_time(scenario.start, gap) {
+                    arrivals.push(Reverse((t, Source::Strategy(strategy))));
                 }
             }
         }
-        tokio::time::sleep_until(clock.instant_at(end)).await;
+        let mut now = scenario.start;
+        while let Some(Reverse((t, source))) = arrivals.pop() {
+            if t >= end {
+                break;
+            }
+            if t > now {
+                tokio::time::sleep_until(world.clock.instant_at(t)).await;
+                now = t;
+            }
+            match source {
+                Source::Burst(i) => {
+                    let burst = scenario.workload.scripted[i];
+                    for n in 0..burst.count {
+                        self.issue(t, burst.session.unwrap_or(n as usize), burst.kind, &in_flight);
+                    }
+                }
+                Source::Strategy(strategy) => {
+                    let kind = scenario.workload.pick(self.rng.next_unit());
+                    self.issue(t, strategy as usize, kind, &in_flight);
+                    let gap = self.gap(rate);
+                    if let Some(next) = self.after_open_time(t, gap) {
+                        arrivals.push(Reverse((next, source)));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep_until(world.clock.instant_at(end)).await;
         in_flight.all_done().await;
-        std::mem::take(&mut *self.totals.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.shared.totals())
     }
 
     /// The first arrival's offset: periodic strategies start together, Poisson ones at random.
     fn first_gap(&mut self, rate: f64) -> Duration {
-        match self.world.scenario.workload.arrival {
+        match self.world().scenario.workload.arrival {
             Arrival::Periodic => Duration::ZERO,
             Arrival::Poisson => self.gap(rate),
         }
@@ -191,7 +266,7 @@ impl Workload {
     /// The time to a strategy's next request.
     fn gap(&mut self, rate: f64) -> Duration {
         let mean_s = 1.0 / rate;
-        let seconds = match self.world.scenario.workload.arrival {
+        let seconds = match self.world().scenario.workload.arrival {
             Arrival::Periodic => mean_s,
             Arrival::Poisson => -(1.0 - self.rng.next_unit()).ln() * mean_s,
         };
@@ -202,53 +277,65 @@ impl Workload {
     /// `t`): a strategy's clock runs only while the market is open, so Poisson arrivals stay spread at
     /// the open instead of piling up on it. `None` if the market does not stay open that long again.
     fn after_open_time(&self, t: UnixMs, gap: Duration) -> Option<UnixMs> {
-        after_open_time(&self.world.scenario.workload.open_windows, t, gap)
+        after_open_time(&self.world().scenario.workload.open_windows, t, gap)
     }
 
-    fn issue(&mut self, t: UnixMs, strategy: u32, in_flight: &InFlight) {
+    /// Issues one request of `kind` at `t` to session `slot % sessions`.
+    fn issue(&mut self, t: UnixMs, slot: usize, kind: KindId, in_flight: &InFlight) {
         let handles = self.handles.load();
         if handles.is_empty() {
             return; // the process is down, and its strategies with it
         }
-        let index = strategy as usize % handles.len();
+        let index = slot % handles.len();
         let handle = handles[index].clone();
-        let workload = &self.world.scenario.workload;
-        let kind = workload.pick(self.rng.next_unit());
-        let idempotent = workload.kind(kind).is_none_or(|k| k.idempotent);
+        let idempotent = self.world().scenario.workload.kind(kind).is_none_or(|k| k.idempotent);
         let request = ModelRequest { kind, idempotent, op_id: self.next_op };
         self.next_op += 1;
         let idempotency = if idempotent { Idempotency::Idempotent } else { Idempotency::NonIdempotent };
-        let start = self.world.scenario.start;
-        let world = self.world.clone();
+        let process = self.world().process_generation();
+        let shared = self.shared.clone();
+        let mut first_attempt = true;
         // Every attempt is a call through the network: judged by the broker when it arrives, answered
         // after its whole round trip (`BrokerModel::call`).
-        let mut future = Box::pin(async move {
-            handle
-                .execute(idempotency, |lease| {
-                    let world = world.clone();
-                    async move { world.models[index].call(world.clock.now(), lease.token(), &request).await }
-                })
-                .await
-        });
-        if let Ok(mut totals) = self.totals.lock() {
-            totals.issued += 1;
+        let op = move |lease: LeaseGuard| {
+            let shared = shared.clone();
+            let sent_at = shared.world.clock.now();
+            if std::mem::take(&mut first_attempt) {
+                shared.totals().waits.record(sent_at.saturating_duration_since(t));
+            }
+            async move { shared.world.models[index].call(sent_at, lease.token(), &request).await }
+        };
+        let mut future = Box::pin(async move { handle.execute(idempotency, op).await });
+        self.shared.totals().issued += 1;
+        if let Some(k) = self.shared.totals().by_kind.get_mut(usize::from(kind.0)) {
+            k.total += 1;
         }
-        match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(result) => {
-                if let Ok(mut totals) = self.totals.lock() {
-                    totals.record(start, t, t, &result);
+        let outcome = move |shared: &Shared, result: Result<(), ExecuteError>| {
+            if shared.world.process_generation() != process {
+                // The process died before the answer came back: its strategy never saw one.
+                Outcome::Failed(if idempotent { FailureKind::Closed } else { FailureKind::OutcomeUnknown })
+            } else {
+                match result {
+                    Ok(()) => Outcome::Ok,
+                    Err(error) => Outcome::Failed(failure_kind(&error)),
                 }
             }
+        };
+        let start = self.world().scenario.start;
+        match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => {
+                let outcome = outcome(&self.shared, result);
+                self.shared.totals().record(start, kind, t, t, &outcome);
+            }
             Poll::Pending => {
-                let totals = self.totals.clone();
-                let world = self.world.clone();
+                let shared = self.shared.clone();
                 let guard = in_flight.start();
                 tokio::spawn(async move {
                     let _guard = guard;
                     let result = future.await;
-                    if let Ok(mut totals) = totals.lock() {
-                        totals.record(start, t, world.clock.now(), &result);
-                    }
+                    let outcome = outcome(&shared, result);
+                    let done_at = shared.world.clock.now();
+                    shared.totals().record(start, kind, t, done_at, &outcome);
                 });
             }
         }

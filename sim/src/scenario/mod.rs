@@ -98,6 +98,23 @@ pub struct Workload {
     pub sessions: Vec<String>,
     /// The periods of the run in which the market is open, sorted, not overlapping.
     pub open_windows: Vec<Window>,
+    /// Requests at exact instants (`[[workload.at]]`), sorted by time.
+    pub scripted: Vec<ScriptedBurst>,
+}
+
+/// `count` requests of one kind sent at one instant (`[[workload.at]]`), whether the market is open or
+/// not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptedBurst {
+    /// When they are sent.
+    pub at: UnixMs,
+    /// Which kind (an entry of the mix).
+    pub kind: KindId,
+    /// How many.
+    pub count: u32,
+    /// To this session (an index into [`Workload::sessions`]); `None`: spread over the sessions as the
+    /// strategies are (request `i` to session `i % sessions`).
+    pub session: Option<usize>,
 }
 
 impl Workload {
@@ -129,9 +146,17 @@ impl Workload {
         self.open_windows.iter().map(|w| w.to.saturating_duration_since(w.from)).sum()
     }
 
-    /// About how many requests the run sends: strategies × rate × open time.
+    /// About how many requests the run sends: strategies × rate × open time, plus the scripted ones.
     pub fn expected_requests(&self) -> f64 {
-        f64::from(self.strategies) * self.rate_per_strategy * self.open_time().as_secs_f64()
+        let scripted: u64 = self.scripted.iter().map(|b| u64::from(b.count)).sum();
+        f64::from(self.strategies) * self.rate_per_strategy * self.open_time().as_secs_f64() + scripted as f64
+    }
+
+    /// The market's zone: the days of per-day counts, local times of `[[workload.at]]`, the HTML report.
+    pub fn zone(&self) -> &jiff::tz::TimeZone {
+        match &self.market_hours {
+            MarketHours::Always { tz } | MarketHours::Daily { tz, .. } => tz,
+        }
     }
 }
 
