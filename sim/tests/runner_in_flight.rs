@@ -31,6 +31,7 @@ fn an_order_in_flight_across_the_cutoff_is_judged_after_it() {
         duration = "2h"
         [broker]
         model = "openalgo"
+        login_after_expiry = "automatic"
         request_latency = { fixed = "300ms" }
         login_latency = { fixed = "1s" }
         [[workload.mix]]

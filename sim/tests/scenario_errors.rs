@@ -634,3 +634,91 @@ fn nested_report_fields_in_expect() {
     let err = parse_err(&short);
     assert_error(&err, 22, "`expect.events.cutoff.per_day`", &["covers no whole day"]);
 }
+
+#[test]
+fn broker_behaviours_users_meet() {
+    let broker = |keys: &str| replace("model = \"saxo\"", &format!("model = \"saxo\"\n{keys}"));
+    // Saxo's order limit is in the preset; `[]` lifts it, a list replaces it.
+    let s = Scenario::parse(BASE, ORIGIN).unwrap();
+    assert_eq!(s.broker.order_limit.windows.len(), 1);
+    let s = Scenario::parse(&broker("order_limits = []"), ORIGIN).unwrap();
+    assert!(s.broker.order_limit.windows.is_empty());
+    let s = Scenario::parse(
+        &broker("[[broker.endpoints]]\nkinds = [\"quote\"]\nlimits = [{ max = 1, per = \"1s\" }]\npenalty = \"1m\""),
+        ORIGIN,
+    );
+    let s = s.unwrap();
+    assert_eq!(s.broker.endpoints[0].kinds, [warden_sim::model::KindId(0)]);
+    assert_eq!(s.broker.endpoints[0].limit.as_ref().unwrap().penalty, Some(Duration::from_secs(60)));
+    let err = parse_err(&broker("order_limits = [{ max = 0, per = \"1s\" }]"));
+    assert_error(&err, 8, "`broker.order_limits[0].max`", &["0 must be between 1 and"]);
+    let err = parse_err(&broker("order_penalty = \"0s\""));
+    assert_error(&err, 8, "`broker.order_penalty`", &["must be longer than zero"]);
+    let err = parse_err(&broker("rejection_form = \"100022\""));
+    assert_error(&err, 8, "`broker.rejection_form`", &["the saxo model has one rejection form", "Kotak Neo's"]);
+    let kotak = |keys: &str| replace("model = \"saxo\"", &format!("model = \"kotak-neo\"\n{keys}"));
+    let s = Scenario::parse(&kotak("rejection_form = \"900901\""), ORIGIN).unwrap();
+    assert_eq!(s.broker.rejection_form, warden_sim::model::RejectionForm::Kotak900901);
+    let err = parse_err(&kotak("rejection_form = \"90091\""));
+    assert_error(&err, 8, "`broker.rejection_form`", &["unknown rejection form `90091`", "did you mean `900901`?"]);
+    let endpoint = |keys: &str| kotak(&format!("[[broker.endpoints]]\n{keys}"));
+    let err = parse_err(&endpoint("kinds = [\"qoute\"]"));
+    assert_error(&err, 9, "`broker.endpoints[0].kinds[0]`", &["unknown request kind `qoute`", "did you mean `quote`?"]);
+    let err = parse_err(&endpoint("kinds = []"));
+    assert_error(&err, 9, "`broker.endpoints[0].kinds`", &["names no request kind"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\n[[broker.endpoints]]\nkinds = [\"quote\"]"));
+    assert_error(&err, 11, "`broker.endpoints[1].kinds[0]`", &["already served by endpoint #1"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nrejection_form = \"403\""));
+    assert_error(&err, 10, "`broker.endpoints[0].rejection_form`", &["unknown rejection form `403`"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nearly_expiries = [\"+9d\"]"));
+    assert_error(&err, 10, "`broker.endpoints[0].early_expiries[0]`", &["is outside the run"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nlimit = []"));
+    assert_error(&err, 10, "limit", &["unknown key `limit` in [broker.endpoints[0]]", "did you mean `limits`?"]);
+    // A person's login after the daily expiry needs a daily expiry.
+    let err = parse_err(&kotak("login_after_expiry = \"person\""));
+    assert_error(&err, 8, "`broker.login_after_expiry`", &["needs a daily expiry", "token_expires_at"]);
+    let err = parse_err(&kotak("login_after_expiry = \"human\""));
+    assert_error(&err, 8, "`broker.login_after_expiry`", &["unknown value `human`", "`automatic`", "`person`"]);
+    let s = Scenario::parse(&kotak("token_expires_at = \"00:00\"\nlogin_after_expiry = \"person\""), ORIGIN).unwrap();
+    assert_eq!(s.broker.login_after_expiry, warden_sim::model::LoginAfterExpiry::Person);
+    let err = parse_err(&replace("model = \"saxo\"", "model = \"zerodha\"\nlogin_code_lifetime = \"0s\""));
+    assert_error(&err, 8, "`broker.login_code_lifetime`", &["must be longer than zero"]);
+    let s = Scenario::parse(&replace("model = \"saxo\"", "model = \"angel-one\""), ORIGIN).unwrap();
+    assert_eq!(s.policy.daily_cutoff.unwrap().at.to_string(), "00:00", "the midnight expiry is the cut-off");
+}
+
+#[test]
+fn operator_actions() {
+    let text =
+        format!("{BASE}\n[operator]\nlogin_codes = [\"09:05\", {{ at = \"+1h\", session = 0 }}]\nresets = [\"+2h\"]\n");
+    let s = Scenario::parse(&text, ORIGIN).unwrap();
+    // 09:05 IST on Monday and Tuesday (trading days), and the offset.
+    assert_eq!(s.operator.login_codes.len(), 3);
+    assert_eq!(s.operator.login_codes[0].session, Some(0));
+    assert_eq!(s.operator.resets.len(), 1);
+    let operator = |keys: &str| format!("{BASE}\n[operator]\n{keys}\n");
+    let err = parse_err(&operator("login_codes = [{ at = \"+1h\", session = 3 }]"));
+    assert_error(&err, 25, "`operator.login_codes[0].session`", &["session 3 does not exist"]);
+    let err = parse_err(&operator("login_codes = [\"whenever\"]"));
+    assert_error(&err, 25, "operator.login_codes", &["\"whenever\" is not a time"]);
+    let err = parse_err(&operator("resets = [\"+9d\"]"));
+    assert_error(&err, 25, "`operator.resets[0]`", &["is outside the run"]);
+    let err = parse_err(&operator("login_code = [\"+1h\"]"));
+    assert_error(&err, 25, "login_code", &["unknown key `login_code` in [operator]", "did you mean `login_codes`?"]);
+}
+
+/// The scenarios in `sim/scenarios/pending/` wait for runtime features; without the keys the runtime does
+/// not know yet they must be valid, so they are ready to replay when it does.
+#[test]
+fn pending_scenarios_are_valid_but_for_the_pending_keys() {
+    let files = Scenario::files_in(&scenarios_dir().join("pending")).unwrap();
+    assert!(!files.is_empty());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let pending = ["after_cutoff ="];
+        assert!(pending.iter().any(|k| text.contains(k)), "{}: nothing pending in it", file.display());
+        let without: String =
+            text.lines().filter(|l| !pending.iter().any(|k| l.starts_with(k))).collect::<Vec<_>>().join("\n");
+        Scenario::parse(&without, &file.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -1,7 +1,7 @@
 //! In-process broker models: [`BrokerModel`] implements [`warden_engine::Broker`] and enforces one
 //! broker's rules, so the simulator can run the real engine against it in virtual time.
 //!
-//! A model is built from a [`BrokerSpec`] (each broker's defaults from BROKERS.md, overridable by a
+//! A model is built from a [`BrokerSpec`] (each broker's defaults from its public documentation, overridable by a
 //! scenario's `[broker]` table) and a seed. It never reads a clock: every call carries the wall-clock
 //! `now` (for a workload request, the instant it was sent), and every time-based broker event — an
 //! early expiry, a silent de-authentication, a reset, a competing login, an idle timeout, an outage — is
@@ -52,15 +52,15 @@ use limit::Limiter;
 use refusals::Refusals;
 pub use refusals::{REFUSALS_KEPT, Refusal};
 pub use spec::{
-    Affects, BrokerEvent, BrokerSpec, ErrorRates, EventKind, Latency, Limit, Lockout, ModelKind, Outage, OutageMode,
-    RateLimit, TokenExpiry, WeeklyReset, Window, window_at,
+    Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, Latency, Limit, Lockout, LoginAfterExpiry,
+    ModelKind, Outage, OutageMode, RateLimit, RejectionForm, TokenExpiry, WeeklyReset, Window, window_at,
 };
 pub use stats::ModelStats;
 pub use trip::Trip;
 pub use wire::{
-    CODE_ACCOUNT_LOCKED, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS, CODE_INVALID_GRANT,
-    CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION, CODE_OPENALGO_EXPIRED, CODE_SECOND_FACTOR,
-    classify,
+    CODE_ACCOUNT_LOCKED, CODE_ANGEL_INVALID_TOKEN, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS,
+    CODE_INVALID_GRANT, CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION,
+    CODE_LOGIN_CODE_INVALID, CODE_NEEDS_PERSON, CODE_OPENALGO_EXPIRED, CODE_SECOND_FACTOR, classify,
 };
 
 /// Which entry of the workload's request mix a request comes from (an index into the scenario's
@@ -120,6 +120,9 @@ pub enum Revocation {
     Rotated,
     /// Logged out.
     LoggedOut,
+    /// The session died on the request's endpoint only ([`Endpoint::early_expiries`]); other endpoints
+    /// still accept the token.
+    EndpointExpiry,
 }
 
 impl Revocation {
@@ -195,6 +198,14 @@ struct State {
     last_activity: UnixMs,
     login_limiter: Limiter,
     request_limiter: Limiter,
+    order_limiter: Limiter,
+    /// One per [`BrokerSpec::endpoints`] entry (empty limits for those without their own).
+    endpoint_limiters: Vec<Limiter>,
+    /// With [`LoginAfterExpiry::Person`]: logins work without a person's code until then (`None`: no login
+    /// yet — the run's first login counts as made by a person before the start).
+    person_ok_until: Option<UnixMs>,
+    /// Login codes handed to operators, newest last (at most [`LOGIN_CODES_KEPT`]).
+    codes: Vec<LoginCode>,
     wrong_streak: u32,
     locked_until: UnixMs,
     executed: HashSet<u64>,
@@ -221,6 +232,17 @@ impl fmt::Debug for BrokerModel {
     }
 }
 
+/// The most login codes a model remembers (older ones are forgotten: they have expired long since).
+const LOGIN_CODES_KEPT: usize = 64;
+
+/// A login code a person obtained and handed to an operator.
+#[derive(Debug)]
+struct LoginCode {
+    text: String,
+    issued_at: UnixMs,
+    used: bool,
+}
+
 /// Preallocated room for executed operation ids.
 const EXECUTED_CAPACITY: usize = 1 << 14;
 
@@ -243,6 +265,14 @@ impl BrokerModel {
             last_activity: UnixMs::from_millis(i64::MIN),
             login_limiter: Limiter::new(&spec.login_limit),
             request_limiter: Limiter::new(&spec.request_limit),
+            order_limiter: Limiter::new(&spec.order_limit),
+            endpoint_limiters: spec
+                .endpoints
+                .iter()
+                .map(|e| Limiter::new(&e.limit.clone().unwrap_or_default()))
+                .collect(),
+            person_ok_until: None,
+            codes: Vec::new(),
             wrong_streak: 0,
             locked_until: UnixMs::from_millis(i64::MIN),
             executed: HashSet::with_capacity(EXECUTED_CAPACITY),
@@ -334,10 +364,36 @@ impl BrokerModel {
             state.stats.rate_limited += 1;
             return ModelResponse { latency, result: Err(wire::rate_limited(wait)) };
         }
+        let endpoint = spec.endpoint_of(req.kind);
+        let own_limit = endpoint.filter(|&e| spec.endpoints[e].limit.is_some());
+        let endpoint_limiter = match own_limit {
+            Some(e) => Some(&mut state.endpoint_limiters[e]),
+            None if !req.idempotent => Some(&mut state.order_limiter),
+            None => None,
+        };
+        if let Some(Err(wait)) = endpoint_limiter.map(|l| l.admit(at)) {
+            state.stats.rate_limited += 1;
+            return ModelResponse { latency, result: Err(wire::rate_limited(wait)) };
+        }
         let verdict = match state.find(token, false) {
-            Some(index) => state.tokens[index].verdict(at),
+            Some(index) => {
+                let record = &state.tokens[index];
+                match (record.verdict(at), endpoint) {
+                    (TokenVerdict::Accepted, Some(e)) => {
+                        let expiries = &spec.endpoints[e].early_expiries;
+                        let next = expiries.get(expiries.partition_point(|t| *t <= record.born_at));
+                        if next.is_some_and(|t| *t <= at && *t < record.dies_at) {
+                            TokenVerdict::Revoked(Revocation::EndpointExpiry)
+                        } else {
+                            TokenVerdict::Accepted
+                        }
+                    }
+                    (verdict, _) => verdict,
+                }
+            }
             None => TokenVerdict::Unknown,
         };
+        let form = endpoint.and_then(|e| spec.endpoints[e].rejection_form).unwrap_or(spec.rejection_form);
         match verdict {
             TokenVerdict::Accepted => {}
             rejected => {
@@ -346,14 +402,14 @@ impl BrokerModel {
                 let error = match rejected {
                     TokenVerdict::Expired => {
                         state.stats.dead_token_uses += 1;
-                        wire::token_expired(spec.kind)
+                        wire::token_expired(spec.kind, form)
                     }
                     TokenVerdict::Revoked(Revocation::CompetingLogin) => wire::competing(spec.kind),
                     TokenVerdict::Unknown => {
                         state.stats.unknown_tokens += 1;
-                        wire::token_expired(spec.kind)
+                        wire::token_expired(spec.kind, form)
                     }
-                    _ => wire::token_rejected(spec.kind, state.rng.next_u64()),
+                    _ => wire::token_rejected(spec.kind, form, state.rng.next_u64()),
                 };
                 return ModelResponse { latency, result: Err(error) };
             }
@@ -395,6 +451,19 @@ impl BrokerModel {
         answer.result
     }
 
+    /// A person logs in through the broker's web page at `at` and gets a login code (Kite's request token):
+    /// single-use, good for the spec's `login_code_lifetime`. Hand it to warden as a second factor.
+    pub fn issue_login_code(&self, at: UnixMs) -> String {
+        let mut state = self.lock();
+        let text = format!("{}-code{}-{}", self.inner.label, state.stats.login_codes_issued, at.as_millis());
+        state.stats.login_codes_issued += 1;
+        if state.codes.len() >= LOGIN_CODES_KEPT {
+            state.codes.remove(0);
+        }
+        state.codes.push(LoginCode { text: text.clone(), issued_at: at, used: false });
+        text
+    }
+
     /// The requests refused for their token so far (at most [`REFUSALS_KEPT`] are kept), and how many
     /// more were not kept.
     pub fn refusals(&self) -> (Vec<Refusal>, u64) {
@@ -418,7 +487,7 @@ impl BrokerModel {
         &self,
         trip: Trip,
         take_over: bool,
-        has_second_factor: bool,
+        second_factor: Option<&str>,
     ) -> (Duration, Result<Grant, BrokerError>) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
@@ -426,13 +495,18 @@ impl BrokerModel {
         let (now, at) = (trip.sent_at, trip.arrives_at());
         state.stats.login_attempts += 1;
         state.advance(spec, at);
-        let refused = state.refuse_login(spec, at, trip.latency, take_over, has_second_factor);
+        let refused = state.refuse_login(spec, at, trip.latency, take_over, second_factor);
         if let Some((latency, error)) = refused {
             state.stats.login_failures += 1;
             return (latency, Err(error));
         }
         state.wrong_streak = 0;
         state.held_by_other = false;
+        if spec.login_after_expiry == LoginAfterExpiry::Person && state.person_ok_until.is_none_or(|until| at >= until)
+        {
+            // A person logged in (or this is the run's first login): good until the next daily expiry.
+            state.person_ok_until = Some(spec.next_daily_expiry_after(at));
+        }
         if spec.login_revokes_previous {
             for &i in &state.live {
                 state.tokens[i].kill(at, Revocation::Superseded);
@@ -543,7 +617,7 @@ impl State {
         now: UnixMs,
         latency: Duration,
         take_over: bool,
-        has_second_factor: bool,
+        second_factor: Option<&str>,
     ) -> Option<(Duration, BrokerError)> {
         if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.login) {
             self.stats.outage_errors += 1;
@@ -570,8 +644,21 @@ impl State {
             }
             return Some((latency, wire::invalid_credentials(spec.kind)));
         }
-        if !has_second_factor && window_at(&spec.second_factor, now, |w| *w).is_some() {
+        if second_factor.is_none() && window_at(&spec.second_factor, now, |w| *w).is_some() {
             return Some((latency, wire::second_factor()));
+        }
+        if spec.login_after_expiry == LoginAfterExpiry::Person
+            && let Some(until) = self.person_ok_until
+            && now >= until
+        {
+            // The daily expiry passed: only a person's fresh, unused code logs in.
+            let Some(code) = second_factor else { return Some((latency, wire::login_needs_person())) };
+            let fresh =
+                |c: &LoginCode| c.text == code && !c.used && now < c.issued_at.saturating_add(spec.login_code_lifetime);
+            match self.codes.iter_mut().find(|c| fresh(c)) {
+                Some(c) => c.used = true,
+                None => return Some((latency, wire::login_code_invalid())),
+            }
         }
         if self.held_by_other && !take_over {
             return Some((latency, wire::login_competing()));
@@ -638,7 +725,7 @@ impl State {
             return (latency, Err(wire::unavailable()));
         }
         let Some(index) = self.find(grant.access_token.expose(), false) else {
-            return (latency, Err(wire::token_expired(spec.kind)));
+            return (latency, Err(wire::token_expired(spec.kind, spec.rejection_form)));
         };
         let status = match self.tokens[index].verdict(now) {
             TokenVerdict::Accepted => {
@@ -712,11 +799,11 @@ impl Broker for BrokerModel {
 
     fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>> {
         let take_over = request.take_over;
-        let has_second_factor = request.second_factor.is_some();
+        let second_factor = request.second_factor.map(|s| s.expose().to_owned());
         Box::pin(async move {
             let trip = self.trip(now, |s| &s.login_latency);
             tokio::time::sleep(trip.uplink()).await;
-            let (wait, answer) = self.decide_login(trip, take_over, has_second_factor);
+            let (wait, answer) = self.decide_login(trip, take_over, second_factor.as_deref());
             tokio::time::sleep(wait.saturating_sub(trip.uplink())).await;
             answer
         })

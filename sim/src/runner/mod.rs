@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use warden_actors::{Clock, SessionHandle, SessionSpec, Warden, WardenError};
 use warden_adapters::{FaultyStore, FlushPolicy, KeySource, MemoryStore, SledOptions, SledStore, WriteFaults};
 use warden_engine::rng::SplitMix64;
-use warden_engine::{Policy, PolicyError, Preset, SessionId, Store, StoreError};
+use warden_engine::{Policy, PolicyError, Preset, Secret, SessionId, Store, StoreError};
 
 use crate::model::{BrokerModel, ModelStats, Refusal};
 use crate::report::{EventCategory, Report, RunDays, day_entries};
@@ -364,6 +364,34 @@ fn schedule_faults(
                 if fault.session.is_none_or(|s| s == i) {
                     let _ = handle.inject_failure("scenario fault: actor panic").await;
                 }
+            }
+        }));
+    }
+    // The operator: a person logs in at the broker's web page and hands the code to the session; or
+    // resets it. While the process is down there is nobody to hand it to (the code goes stale).
+    for (action, reset) in world
+        .scenario
+        .operator
+        .login_codes
+        .iter()
+        .map(|a| (*a, false))
+        .chain(world.scenario.operator.resets.iter().map(|a| (*a, true)))
+    {
+        let handles = handles.clone();
+        let world = world.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(world.clock.instant_at(action.at)).await;
+            let current = handles.load();
+            for (i, handle) in current.iter().enumerate() {
+                if action.session.is_some_and(|s| s != i) {
+                    continue;
+                }
+                let _ = if reset {
+                    handle.reset().await
+                } else {
+                    let code = world.models[i].issue_login_code(world.clock.now());
+                    handle.supply_second_factor(Secret::new(code)).await
+                };
             }
         }));
     }

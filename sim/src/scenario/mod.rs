@@ -73,6 +73,8 @@ pub struct Scenario {
     pub workload: Workload,
     /// Faults injected into warden itself.
     pub faults: Faults,
+    /// What an operator does during the run.
+    pub operator: Operator,
     /// The `[expect]` bounds.
     pub expect: Expectations,
 }
@@ -235,6 +237,26 @@ pub struct Faults {
     pub restarts: Vec<RestartFault>,
     /// Store writes fail during these periods.
     pub store_write_failures: Vec<Window>,
+}
+
+/// What an operator does during the run (`[operator]`), sorted by time.
+#[derive(Clone, Debug, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Operator {
+    /// A person logs in through the broker's web page and the operator hands the code to the session
+    /// (`SessionHandle::supply_second_factor`).
+    pub login_codes: Vec<OperatorAction>,
+    /// The operator resets the session (`SessionHandle::reset`).
+    pub resets: Vec<OperatorAction>,
+}
+
+/// One operator action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorAction {
+    /// When.
+    pub at: UnixMs,
+    /// On which session (an index into [`Workload::sessions`]); `None`: every session.
+    pub session: Option<usize>,
 }
 
 /// A session actor panics.

@@ -30,6 +30,8 @@ pub(crate) struct RawScenario {
     #[serde(default)]
     pub faults: RawFaults,
     #[serde(default)]
+    pub operator: RawOperator,
+    #[serde(default)]
     pub expect: BTreeMap<String, ExpectNode>,
 }
 
@@ -65,6 +67,31 @@ pub(crate) struct RawBroker {
     pub wrong_credentials: Option<Windows>,
     pub second_factor: Option<Windows>,
     pub lockout: Option<Toggle<RawLockout>>,
+    pub order_limits: Option<Vec<RawLimit>>,
+    pub order_penalty: Option<Toggle<SpanDuration>>,
+    pub rejection_form: Option<String>,
+    pub login_after_expiry: Option<LoginAfterExpiryName>,
+    pub login_code_lifetime: Option<SpanDuration>,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LoginAfterExpiryName {
+    Automatic,
+    Person,
+}
+
+/// `[[broker.endpoints]]`: request kinds with rules of their own.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub kinds: Vec<String>,
+    pub limits: Option<Vec<RawLimit>>,
+    pub penalty: Option<Toggle<SpanDuration>>,
+    pub rejection_form: Option<String>,
+    pub early_expiries: Option<Vec<TimeSpec>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -225,6 +252,49 @@ pub(crate) struct RawMarketHours {
     pub close: Option<DayTime>,
     pub tz: Option<Zone>,
     pub always: Option<bool>,
+}
+
+/// `[operator]`: what a person does during the run.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOperator {
+    #[serde(default)]
+    pub login_codes: Vec<OperatorEntry>,
+    #[serde(default)]
+    pub resets: Vec<OperatorEntry>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOperatorAction {
+    pub at: TimeSpec,
+    pub session: Option<u32>,
+}
+
+/// `"09:05"` or `{ at, session }`.
+#[derive(Debug)]
+pub(crate) enum OperatorEntry {
+    At(TimeSpec),
+    Table(RawOperatorAction),
+}
+
+impl<'de> Deserialize<'de> for OperatorEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OperatorEntry, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OperatorEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a time ("09:05") or { at, session }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OperatorEntry, E> {
+                super::values::parse_time_spec(v).map(OperatorEntry::At).map_err(E::custom)
+            }
+            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<OperatorEntry, M::Error> {
+                RawOperatorAction::deserialize(MapAccessDeserializer::new(map)).map(OperatorEntry::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -20,17 +20,17 @@ use warden_engine::{PolicyError, UnixMs};
 use super::error::{Located, ScenarioError, suggest};
 use super::locate::{Document, KeyPath, line_column};
 use super::raw::{
-    AffectName, ArrivalName, ExpectNode, PanicEntry, RawBroker, RawLatency, RawLimit, RawScenario, RawWindow,
-    RawWorkload, RestartEntry, Windows,
+    AffectName, ArrivalName, ExpectNode, LoginAfterExpiryName, OperatorEntry, PanicEntry, RawBroker, RawLatency,
+    RawLimit, RawScenario, RawWindow, RawWorkload, RestartEntry, Windows,
 };
 use super::values::{DayTime, TimeSpec, format_time_of_day};
 use super::{
-    Arrival, Faults, MAX_DURATION, MarketHours, MixEntry, PanicFault, RestartFault, Scenario, ScriptedBurst,
-    TradingDays, Workload,
+    Arrival, Faults, MAX_DURATION, MarketHours, MixEntry, Operator, OperatorAction, PanicFault, RestartFault, Scenario,
+    ScriptedBurst, TradingDays, Workload,
 };
 use crate::model::{
-    Affects, BrokerEvent, BrokerSpec, ErrorRates, EventKind, KindId, Latency, Limit, Lockout, ModelKind, Outage,
-    OutageMode, RateLimit, TokenExpiry, WeeklyReset, Window,
+    Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, KindId, Latency, Limit, Lockout,
+    LoginAfterExpiry, ModelKind, Outage, OutageMode, RateLimit, RejectionForm, TokenExpiry, WeeklyReset, Window,
 };
 use crate::report::{self, Bound, Expectation, Expectations, FieldShape, Report, RunDays};
 
@@ -143,6 +143,7 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         .and_then(|p| p.validate_for_lifetime(lifetime).map(|()| p))
         .map_err(|e| policy_error(loc, &e, kind))?;
     let faults = resolve_faults(&ctx, raw.faults, &zone, workload.sessions.len())?;
+    let operator = resolve_operator(&ctx, raw.operator, &zone, workload.sessions.len())?;
     let days = RunDays::new(start, end, workload.zone());
     let kinds: Vec<String> = workload.mix.iter().map(|m| m.kind.clone()).collect();
     let expect = resolve_expect(loc, raw.expect, &Report::template(&kinds, &days), &days)?;
@@ -160,6 +161,7 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         policy_file,
         workload,
         faults,
+        operator,
         expect,
     })
 }
@@ -642,6 +644,20 @@ fn rate_limit(
     Ok(limit)
 }
 
+/// A rejection form by name; the Kotak forms are for the kotak-neo model only.
+fn rejection_form(loc: &Located<'_>, name: &str, kind: ModelKind, path: &KeyPath) -> Result<RejectionForm> {
+    let names: Vec<&str> = RejectionForm::NAMED.iter().map(|(_, n)| *n).collect();
+    let form = RejectionForm::from_name(name).ok_or_else(|| {
+        let problem = format!("unknown rejection form `{name}` (known: {}){}", names.join(", "), suggest(name, &names));
+        loc.invalid(path, problem)
+    })?;
+    if form != RejectionForm::Native && kind != ModelKind::KotakNeo {
+        let problem = format!("the {kind} model has one rejection form (`native`); `{name}` is one of Kotak Neo's");
+        return Err(loc.invalid(path, problem));
+    }
+    Ok(form)
+}
+
 fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Workload) -> Result<BrokerSpec> {
     let loc = ctx.loc;
     let path = KeyPath::of(&["broker"]);
@@ -742,6 +758,81 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
         &path.key("request_limits"),
         "request_penalty",
     )?;
+    spec.order_limit = rate_limit(
+        loc,
+        raw.order_limits,
+        raw.order_penalty,
+        spec.order_limit,
+        &path.key("order_limits"),
+        "order_penalty",
+    )?;
+    if let Some(name) = &raw.rejection_form {
+        spec.rejection_form = rejection_form(loc, name, kind, &path.key("rejection_form"))?;
+    }
+    match raw.login_after_expiry {
+        Some(LoginAfterExpiryName::Automatic) => spec.login_after_expiry = LoginAfterExpiry::Automatic,
+        Some(LoginAfterExpiryName::Person) => spec.login_after_expiry = LoginAfterExpiry::Person,
+        None => {}
+    }
+    if spec.login_after_expiry == LoginAfterExpiry::Person
+        && !matches!(spec.token_expiry, TokenExpiry::DailyAt(_))
+        && spec.daily_reset.is_none()
+    {
+        let at = if loc.doc.has(&path.key("login_after_expiry")) { "login_after_expiry" } else { "model" };
+        let problem = format!(
+            "a login that needs a person after the daily expiry needs a daily expiry: give the {kind} model \
+             `token_expires_at` or `daily_reset` (or `login_after_expiry = \"automatic\"`)"
+        );
+        return Err(loc.invalid(&path.key(at), problem));
+    }
+    if let Some(d) = raw.login_code_lifetime {
+        if d.0.is_zero() {
+            return Err(loc.invalid(&path.key("login_code_lifetime"), "must be longer than zero"));
+        }
+        spec.login_code_lifetime = d.0;
+    }
+    let mut served: Vec<Option<usize>> = vec![None; workload.mix.len()];
+    for (i, raw_endpoint) in raw.endpoints.iter().enumerate() {
+        let entry = path.key("endpoints").index(i);
+        if raw_endpoint.kinds.is_empty() {
+            return Err(loc.invalid(&entry.key("kinds"), "names no request kind"));
+        }
+        let mut endpoint = Endpoint::default();
+        for (j, name) in raw_endpoint.kinds.iter().enumerate() {
+            let Some(k) = workload.mix.iter().position(|m| m.kind == *name) else {
+                let known: Vec<&str> = workload.mix.iter().map(|m| m.kind.as_str()).collect();
+                let problem = format!(
+                    "unknown request kind `{name}` (the kinds of [[workload.mix]]: {}){}",
+                    known.join(", "),
+                    suggest(name, &known)
+                );
+                return Err(loc.invalid(&entry.key("kinds").index(j), problem));
+            };
+            if let Some(other) = served[k].replace(i) {
+                let problem = format!("`{name}` is already served by endpoint #{}", other + 1);
+                return Err(loc.invalid(&entry.key("kinds").index(j), problem));
+            }
+            endpoint.kinds.push(KindId(k as u16));
+        }
+        if raw_endpoint.limits.is_some() || raw_endpoint.penalty.is_some() {
+            let limit = rate_limit(
+                loc,
+                raw_endpoint.limits.clone(),
+                raw_endpoint.penalty.clone(),
+                RateLimit::default(),
+                &entry.key("limits"),
+                "penalty",
+            )?;
+            endpoint.limit = Some(limit);
+        }
+        if let Some(name) = &raw_endpoint.rejection_form {
+            endpoint.rejection_form = Some(rejection_form(loc, name, kind, &entry.key("rejection_form"))?);
+        }
+        if let Some(times) = &raw_endpoint.early_expiries {
+            endpoint.early_expiries = ctx.points(times, &entry.key("early_expiries"), &tz)?;
+        }
+        spec.endpoints.push(endpoint);
+    }
     // Outages: expanded, then checked for overlap (which would make "what fails" ambiguous).
     let mut outages: Vec<(Outage, usize)> = Vec::new();
     for (i, o) in raw.outages.iter().enumerate() {
@@ -868,6 +959,33 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
     events.sort_unstable();
     spec.events = events;
     Ok(spec)
+}
+
+fn resolve_operator(ctx: &Ctx<'_>, raw: super::raw::RawOperator, zone: &TimeZone, sessions: usize) -> Result<Operator> {
+    let path = KeyPath::of(&["operator"]);
+    let mut lists = [Vec::new(), Vec::new()];
+    for ((key, entries), out) in [("login_codes", raw.login_codes), ("resets", raw.resets)].into_iter().zip(&mut lists)
+    {
+        for (i, entry) in entries.iter().enumerate() {
+            let entry_path = path.key(key).index(i);
+            let (spec, session, at_path) = match entry {
+                OperatorEntry::At(spec) => (*spec, None, entry_path.clone()),
+                OperatorEntry::Table(t) => (t.at, t.session, entry_path.key("at")),
+            };
+            if let Some(s) = session
+                && s as usize >= sessions
+            {
+                let problem = format!("session {s} does not exist (sessions are numbered 0 to {})", sessions - 1);
+                return Err(ctx.loc.invalid(&entry_path.key("session"), problem));
+            }
+            for at in ctx.point(spec, &at_path, zone)? {
+                out.push(OperatorAction { at, session: session.map(|s| s as usize) });
+            }
+        }
+        out.sort_by_key(|a| (a.at, a.session));
+    }
+    let [login_codes, resets] = lists;
+    Ok(Operator { login_codes, resets })
 }
 
 fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, sessions: usize) -> Result<Faults> {
