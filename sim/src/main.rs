@@ -143,7 +143,12 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, Vec<String>> 
     let mut scenarios = Vec::new();
     for file in files {
         match Scenario::load(&file) {
-            Ok(scenario) => scenarios.push((file, scenario)),
+            Ok(scenario) => {
+                for warning in &scenario.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                scenarios.push((file, scenario));
+            }
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -263,7 +268,12 @@ fn compare_command(
     store: StoreKind,
 ) -> ExitCode {
     let scenario = match Scenario::load(file) {
-        Ok(s) => s,
+        Ok(s) => {
+            for warning in &s.warnings {
+                eprintln!("warning: {warning}");
+            }
+            s
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

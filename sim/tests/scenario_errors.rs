@@ -722,3 +722,46 @@ fn pending_scenarios_are_valid_but_for_the_pending_keys() {
         Scenario::parse(&without, &file.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn infeasible_scenarios_load_with_a_warning() {
+    assert!(Scenario::parse(BASE, ORIGIN).unwrap().warnings.is_empty());
+    // 2 strategies at 1.5 req/s = 3 req/s against Saxo's 120 per minute (2 req/s).
+    let s = Scenario::parse(&replace("rate_per_strategy = 0.5", "rate_per_strategy = 1.5"), ORIGIN).unwrap();
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    let w = &s.warnings[0];
+    assert_eq!((w.line, w.key.as_str()), (14, "workload.rate_per_strategy"));
+    let text = w.to_string();
+    assert!(text.starts_with(&format!("{ORIGIN} line 14")), "{text}");
+    assert!(
+        text.contains(
+            "the offered load (3 req/s per session) exceeds the saxo model's request limit (120 per 1m = 2 req/s)"
+        ),
+        "{text}"
+    );
+    // Orders: half of 1 req/s against Saxo's 1 order/s is fine; all of 3 req/s is not.
+    let orders = replace("idempotent = true", "idempotent = false")
+        .replace("rate_per_strategy = 0.5", "rate_per_strategy = 0.75");
+    let s = Scenario::parse(&orders, ORIGIN).unwrap();
+    assert!(s.warnings.iter().any(|w| w.problem.contains("order limit (1 per 1s = 1 req/s)")), "{:?}", s.warnings);
+    // A 24-hour token with a daily cut-off across New York's fall-back day (25 hours).
+    let fall = r#"name = "fall"
+seed = 1
+start = "2026-10-31T12:00:00-04:00[America/New_York]"
+duration = "3d"
+[broker]
+model = "kotak-neo"
+token_lifetime = "24h"
+[policy]
+daily_cutoff = { at = "03:00", tz = "America/New_York" }
+"#;
+    let s = Scenario::parse(fall, ORIGIN).unwrap();
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    let w = &s.warnings[0];
+    assert_eq!((w.line, w.key.as_str()), (7, "broker.token_lifetime"));
+    assert!(w.problem.contains("cannot cover 2026-11-01, which has 25h in America/New_York"), "{}", w.problem);
+    assert!(w.problem.contains("expires 1h before the next"), "{}", w.problem);
+    // A daily expiry at a local time follows the clock: no warning.
+    let daily = fall.replace("token_lifetime = \"24h\"", "token_expires_at = \"03:00\"");
+    assert!(Scenario::parse(&daily, ORIGIN).unwrap().warnings.is_empty());
+}

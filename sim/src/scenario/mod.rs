@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+mod feasibility;
 mod locate;
 mod raw;
 mod resolve;
@@ -37,6 +38,7 @@ use crate::model::{BrokerModel, BrokerSpec, KindId, Window};
 use crate::report::Expectations;
 
 pub use error::ScenarioError;
+pub use feasibility::ScenarioWarning;
 pub use locate::{KeyPath, Segment};
 pub use values::{Instant, TimeSpec, parse_duration_with_days, parse_instant, parse_time_spec};
 
@@ -77,6 +79,9 @@ pub struct Scenario {
     pub operator: Operator,
     /// The `[expect]` bounds.
     pub expect: Expectations,
+    /// What will not go well (an offered load above a broker limit, a token that cannot cover a 25-hour
+    /// day): printed when the scenario loads.
+    pub warnings: Vec<ScenarioWarning>,
 }
 
 /// The `[workload]` table, resolved.

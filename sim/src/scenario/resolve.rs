@@ -147,6 +147,7 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
     let days = RunDays::new(start, end, workload.zone());
     let kinds: Vec<String> = workload.mix.iter().map(|m| m.kind.clone()).collect();
     let expect = resolve_expect(loc, raw.expect, &Report::template(&kinds, &days), &days)?;
+    let warnings = super::feasibility::warnings(loc, &broker, &workload, &policy, (start, end));
     Ok(Scenario {
         name: raw.name,
         description: raw.description,
@@ -163,6 +164,7 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         faults,
         operator,
         expect,
+        warnings,
     })
 }
 
