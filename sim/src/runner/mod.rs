@@ -44,6 +44,29 @@ pub enum StoreKind {
     Memory,
 }
 
+/// Where a run reports how far it got: a fraction from 0 to 1 of its virtual time, about 200 times a
+/// run. Reporting never changes the run (the runner wakes at the same instants whether or not anyone
+/// listens).
+#[derive(Clone)]
+pub struct ProgressSink(Arc<dyn Fn(f64) + Send + Sync>);
+
+impl ProgressSink {
+    /// A sink that calls `f`.
+    pub fn new(f: impl Fn(f64) + Send + Sync + 'static) -> ProgressSink {
+        ProgressSink(Arc::new(f))
+    }
+
+    fn report(&self, fraction: f64) {
+        (self.0)(fraction.clamp(0.0, 1.0));
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
 /// How to run a scenario.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -57,6 +80,8 @@ pub struct RunOptions {
     pub timeline: bool,
     /// Print every engine event to standard error as it happens (for following a run by eye).
     pub print_events: bool,
+    /// Told how far the run got, now and then.
+    pub progress: Option<ProgressSink>,
 }
 
 /// What a run produced.
@@ -214,7 +239,7 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     let retries = Arc::new(AtomicU64::new(0));
 
     let faults = schedule_faults(world.clone(), handles.clone(), warden.clone(), recorder.clone(), retries.clone());
-    let workload = Workload::new(world.clone(), handles.clone(), options.timeline);
+    let workload = Workload::new(world.clone(), handles.clone(), options.timeline, options.progress.clone());
     let totals: WorkloadTotals = workload.run().await;
     for task in faults {
         task.abort();

@@ -24,12 +24,15 @@ use warden_actors::{ExecuteError, LeaseGuard, SessionHandle};
 use warden_engine::rng::SplitMix64;
 use warden_engine::{Idempotency, UnixMs};
 
-use super::World;
 use super::failure::failure_kind;
 use super::recorder::Buckets;
+use super::{ProgressSink, World};
 use crate::model::{KindId, ModelRequest, Window};
 use crate::report::{DelayHistogram, FailureCounts, FailureKind, InvalidCounts, KindCounts};
 use crate::scenario::Arrival;
+
+/// How many times a run wakes to report its progress (always, so that a listener changes nothing).
+const PROGRESS_MARKS: u32 = 200;
 
 /// The width of a bucket of the timeline's request chart.
 const BUCKET_WIDTH: Duration = Duration::from_secs(300);
@@ -181,13 +184,21 @@ enum Source {
 /// Drives the scenario's workload.
 pub(crate) struct Workload {
     shared: Arc<Shared>,
+    progress: Option<ProgressSink>,
+    /// The next progress mark (1..PROGRESS_MARKS).
+    next_mark: u32,
     handles: Arc<ArcSwap<Vec<SessionHandle>>>,
     rng: SplitMix64,
     next_op: u64,
 }
 
 impl Workload {
-    pub(crate) fn new(world: Arc<World>, handles: Arc<ArcSwap<Vec<SessionHandle>>>, timeline: bool) -> Workload {
+    pub(crate) fn new(
+        world: Arc<World>,
+        handles: Arc<ArcSwap<Vec<SessionHandle>>>,
+        timeline: bool,
+        progress: Option<ProgressSink>,
+    ) -> Workload {
         let buckets = timeline.then(|| {
             let width_ms = BUCKET_WIDTH.as_millis() as u64;
             let span_ms = u64::try_from(world.scenario.duration.as_millis()).unwrap_or(u64::MAX);
@@ -198,7 +209,27 @@ impl Workload {
         let totals =
             WorkloadTotals { buckets, by_kind: vec![KindCounts::default(); kinds], ..WorkloadTotals::default() };
         let rng = SplitMix64::new(world.seed ^ 0x5EED_F00D);
-        Workload { shared: Arc::new(Shared { world, totals: Mutex::new(totals) }), handles, rng, next_op: 1 }
+        let shared = Arc::new(Shared { world, totals: Mutex::new(totals) });
+        Workload { shared, progress, next_mark: 1, handles, rng, next_op: 1 }
+    }
+
+    /// The instant of progress mark `k`.
+    fn mark_at(&self, k: u32) -> UnixMs {
+        let scenario = &self.world().scenario;
+        let ms = u64::try_from(scenario.duration.as_millis()).unwrap_or(u64::MAX);
+        scenario.start.saturating_add(Duration::from_millis(ms / u64::from(PROGRESS_MARKS) * u64::from(k)))
+    }
+
+    /// Sleeps through the progress marks before `t`, reporting each.
+    async fn marks_until(&mut self, t: UnixMs) {
+        while self.next_mark < PROGRESS_MARKS && self.mark_at(self.next_mark) < t {
+            let mark = self.mark_at(self.next_mark);
+            tokio::time::sleep_until(self.world().clock.instant_at(mark)).await;
+            if let Some(progress) = &self.progress {
+                progress.report(f64::from(self.next_mark) / f64::from(PROGRESS_MARKS));
+            }
+            self.next_mark += 1;
+        }
     }
 
     fn world(&self) -> &World {
@@ -229,6 +260,7 @@ impl Workload {
             if t >= end {
                 break;
             }
+            self.marks_until(t).await;
             if t > now {
                 tokio::time::sleep_until(world.clock.instant_at(t)).await;
                 now = t;
@@ -250,8 +282,12 @@ impl Workload {
                 }
             }
         }
+        self.marks_until(end).await;
         tokio::time::sleep_until(world.clock.instant_at(end)).await;
         in_flight.all_done().await;
+        if let Some(progress) = &self.progress {
+            progress.report(1.0);
+        }
         std::mem::take(&mut *self.shared.totals())
     }
 
