@@ -104,7 +104,7 @@ pub fn render_table(report: &Report) -> String {
 
 /// A side-by-side table of several runs of one scenario, one row per policy (for `compare`).
 pub fn render_comparison(reports: &[Report]) -> String {
-    const COLUMNS: [(&str, &str); 13] = [
+    const COLUMNS: [(&str, &str); 14] = [
         ("ok", "requests_ok"),
         ("failed", "requests_failed"),
         ("retried", "requests_retried"),
@@ -115,6 +115,7 @@ pub fn render_comparison(reports: &[Report]) -> String {
         ("rejections", "rejections"),
         ("p99_ms", "p99_request_delay_ms"),
         ("max_ms", "max_request_delay_ms"),
+        ("wait_ms", "max_token_wait_ms"),
         ("dead", "dead_token_uses"),
         ("dup", "duplicate_orders"),
         ("unknown", "outcome_unknown"),
