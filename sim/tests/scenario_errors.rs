@@ -323,6 +323,23 @@ fn load_names_the_path_and_reads_errors() {
 fn no_input_panics() {
     // Truncations and byte flips of a valid file: every one must give Ok or an error, never a panic.
     let text = std::fs::read_to_string(scenarios_dir().join("saxo.toml")).unwrap();
+    // And a file with the newer keys: endpoints, scripted requests, an operator, nested bounds.
+    let newer = std::fs::read_to_string(scenarios_dir().join("kotak-partial-session.toml")).unwrap()
+        + "\n[[workload.at]]\nat = \"11:41:59.900\"\nkind = \"order\"\ncount = 3\n\n[operator]\nresets = [\"+3h\"]\n";
+    for cut in (0..newer.len()).step_by(5) {
+        if newer.is_char_boundary(cut) {
+            let _ = Scenario::parse(&newer[..cut], "cut.toml");
+        }
+    }
+    for i in (0..newer.len()).step_by(3) {
+        for replacement in [b'"', b'[', b'=', b'9', b'.', b'{'] {
+            let mut mutated = newer.as_bytes().to_vec();
+            mutated[i] = replacement;
+            if let Ok(s) = String::from_utf8(mutated) {
+                let _ = Scenario::parse(&s, "mutated.toml");
+            }
+        }
+    }
     for cut in (0..text.len()).step_by(7) {
         if text.is_char_boundary(cut) {
             let _ = Scenario::parse(&text[..cut], "cut.toml");

@@ -378,12 +378,13 @@ fn schedule_faults(
     recorder: Recorder,
     retries: Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    // Every task reads the clock through the world (never a copy of it: the clock is shared state).
     let mut tasks = Vec::new();
-    let clock = world.clock;
     for fault in world.scenario.faults.panics.clone() {
         let handles = handles.clone();
+        let world = world.clone();
         tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(clock.instant_at(fault.at)).await;
+            tokio::time::sleep_until(world.clock.instant_at(fault.at)).await;
             let current = handles.load();
             for (i, handle) in current.iter().enumerate() {
                 if fault.session.is_none_or(|s| s == i) {
@@ -421,28 +422,28 @@ fn schedule_faults(
         }));
     }
     for window in world.scenario.faults.store_write_failures.clone() {
-        let faults = world.faults.clone();
+        let world = world.clone();
         tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(clock.instant_at(window.from)).await;
-            faults.set_failing(true);
-            tokio::time::sleep_until(clock.instant_at(window.to)).await;
-            faults.set_failing(false);
+            tokio::time::sleep_until(world.clock.instant_at(window.from)).await;
+            world.faults.set_failing(true);
+            tokio::time::sleep_until(world.clock.instant_at(window.to)).await;
+            world.faults.set_failing(false);
         }));
     }
     let restarts = world.scenario.faults.restarts.clone();
     if !restarts.is_empty() {
         tasks.push(tokio::spawn(async move {
             for (n, fault) in restarts.iter().enumerate() {
-                tokio::time::sleep_until(clock.instant_at(fault.at)).await;
+                tokio::time::sleep_until(world.clock.instant_at(fault.at)).await;
                 // The process dies: no logout, no final flush, in-flight calls lost with it.
                 world.process.fetch_add(1, Ordering::AcqRel);
                 let old = warden.lock().ok().and_then(|mut w| w.take());
                 retries.fetch_add(retry_count(&handles.load()), Ordering::Relaxed);
-                recorder.process_down(&handles.load(), clock.now());
+                recorder.process_down(&handles.load(), world.clock.now());
                 handles.store(Arc::new(Vec::new()));
                 drop(old);
                 tokio::time::sleep(fault.downtime).await;
-                recorder.process_up(clock.now());
+                recorder.process_up(world.clock.now());
                 match world.boot(n as u64 + 1, &recorder).await {
                     Ok((new, fresh)) => {
                         handles.store(Arc::new(fresh));
