@@ -689,6 +689,10 @@ fn broker_behaviours_users_meet() {
     assert_error(&err, 10, "`broker.endpoints[0].rejection_form`", &["unknown rejection form `403`"]);
     let err = parse_err(&endpoint("kinds = [\"quote\"]\nearly_expiries = [\"+9d\"]"));
     assert_error(&err, 10, "`broker.endpoints[0].early_expiries[0]`", &["is outside the run"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\npenalty = \"0s\""));
+    assert_error(&err, 10, "`broker.endpoints[0].penalty`", &["must be longer than zero"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nlimits = [{ max = 1, per = \"0s\" }]"));
+    assert_error(&err, 10, "`broker.endpoints[0].limits[0].per`", &["must be longer than zero"]);
     let err = parse_err(&endpoint("kinds = [\"quote\"]\nlimit = []"));
     assert_error(&err, 10, "limit", &["unknown key `limit` in [broker.endpoints[0]]", "did you mean `limits`?"]);
     // A person's login after the daily expiry needs a daily expiry.
