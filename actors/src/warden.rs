@@ -288,7 +288,10 @@ impl Warden {
             let mut limiters = self.inner.limiters.lock().unwrap_or_else(|p| p.into_inner());
             limiters
                 .entry(account.clone())
-                .or_insert_with(|| Arc::new(AccountLimiter::new(account, rate, self.inner.env.clock.clone())))
+                .or_insert_with(|| {
+                    let limiter = AccountLimiter::new(account, rate, self.inner.env.clock.clone());
+                    Arc::new(limiter.with_network_jitter(policy.network_jitter))
+                })
                 .clone()
         });
         let now = self.inner.env.clock.now();

@@ -58,6 +58,8 @@ pub struct ModelStats {
     pub competing_logins: u64,
     /// Sessions that died for lack of activity.
     pub idle_timeouts: u64,
+    /// Login codes people obtained for operators to hand in.
+    pub login_codes_issued: u64,
 }
 
 impl AddAssign for ModelStats {
@@ -88,6 +90,7 @@ impl AddAssign for ModelStats {
             silent_deauths,
             competing_logins,
             idle_timeouts,
+            login_codes_issued,
         } = o;
         self.login_attempts += login_attempts;
         self.logins += logins;
@@ -114,5 +117,6 @@ impl AddAssign for ModelStats {
         self.silent_deauths += silent_deauths;
         self.competing_logins += competing_logins;
         self.idle_timeouts += idle_timeouts;
+        self.login_codes_issued += login_codes_issued;
     }
 }

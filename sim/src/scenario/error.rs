@@ -100,6 +100,13 @@ impl Located<'_> {
         self.build(span, path, message)
     }
 
+    /// A warning about the value at `path`, located like an error.
+    pub(crate) fn warning(&self, path: &KeyPath, problem: String) -> super::ScenarioWarning {
+        let (line, column) = self.doc.line_column(self.doc.span_of(path).start);
+        let problem = if path.is_root() { problem } else { format!("`{path}`: {problem}") };
+        super::ScenarioWarning { origin: self.origin.to_owned(), line, column, key: path.to_string(), problem }
+    }
+
     fn build(&self, span: Range<usize>, path: &KeyPath, problem: String) -> ScenarioError {
         let (line, column) = self.doc.line_column(span.start);
         ScenarioError::Invalid { origin: self.origin.to_owned(), line, column, key: path.to_string(), problem }
