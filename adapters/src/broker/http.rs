@@ -448,6 +448,16 @@ impl ApiResponse {
 /// Reads whether an answer is an error and which: `None` for a success. Each adapter has one.
 pub(crate) type ErrorReader = fn(&Endpoint, &RawResponse, UnixMs) -> Option<BrokerError>;
 
+/// What the `send` shell needs to know of a broker's wire format.
+pub(crate) struct Wire {
+    /// The broker's short name.
+    pub(crate) name: &'static str,
+    /// Its endpoint classes.
+    pub(crate) limits: &'static [EndpointLimit],
+    /// Its error reader.
+    pub(crate) read_error: ErrorReader,
+}
+
 /// How an adapter puts a grant on a request (its `Broker::authorize`, or a variant of it).
 pub(crate) type Authorize<'a> = &'a (dyn Fn(&Grant, &mut BrokerRequest) -> Result<(), BrokerError> + Sync);
 
@@ -455,17 +465,16 @@ pub(crate) type Authorize<'a> = &'a (dyn Fn(&Grant, &mut BrokerRequest) -> Resul
 /// every adapter's `send`. An error's message has every secret of the grant scrubbed from it.
 pub(crate) async fn send_authorized(
     http: &HttpClient,
+    wire: &Wire,
     authorize: Authorize<'_>,
-    name: &'static str,
-    table: &[EndpointLimit],
-    read_error: ErrorReader,
     now: UnixMs,
     grant: &Grant,
     request: ApiRequest,
 ) -> Result<ApiResponse, BrokerError> {
-    let url = Url::parse(&request.url)
-        .map_err(|e| BrokerError::not_sent(format!("{name} {} request: the URL is not valid ({e})", request.method)))?;
-    let endpoint = Endpoint::new(name, request.method.clone(), &url, table);
+    let url = Url::parse(&request.url).map_err(|e| {
+        BrokerError::not_sent(format!("{} {} request: the URL is not valid ({e})", wire.name, request.method))
+    })?;
+    let endpoint = Endpoint::new(wire.name, request.method.clone(), &url, wire.limits);
     let mut authorized =
         BrokerRequest { method: request.method.to_string(), url: request.url.clone(), headers: Vec::new() };
     authorize(grant, &mut authorized)?;
@@ -489,7 +498,7 @@ pub(crate) async fn send_authorized(
             .body(form_urlencode(&pairs)),
     };
     let raw = http.exchange(now, &endpoint, builder).await?;
-    if let Some(mut error) = read_error(&endpoint, &raw, now) {
+    if let Some(mut error) = (wire.read_error)(&endpoint, &raw, now) {
         error.message = scrub(&error.message, &grant_secrets(grant));
         return Err(error);
     }

@@ -25,7 +25,7 @@ use warden_engine::{
 };
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, error_answer, form_urlencode, is_success,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, form_urlencode, is_success,
     send_authorized, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
@@ -34,6 +34,9 @@ use super::{AdapterError, classify_adapter_code, codes, credential, join_url, pa
 
 /// Its name in logs and errors.
 const NAME: &str = "kite";
+
+/// Its wire format, for the `send` shell.
+const WIRE: Wire = Wire { name: NAME, limits: KITE_LIMITS, read_error };
 
 /// Kite's exception type for an invalid or expired session.
 pub const TOKEN_EXCEPTION: &str = "TokenException";
@@ -189,8 +192,7 @@ impl Kite {
 
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
-        send_authorized(&self.http, &|g, r| self.authorize(g, r), NAME, KITE_LIMITS, read_error, now, grant, request)
-            .await
+        send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     async fn login_inner(&self, now: UnixMs, request: LoginRequest<'_>) -> Result<Grant, BrokerError> {

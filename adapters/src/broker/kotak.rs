@@ -28,7 +28,8 @@ use warden_engine::{
 };
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, error_answer, is_success, send_authorized, wire_error,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
+    wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
 use super::limits::{EndpointLimit, LimitScope};
@@ -37,6 +38,9 @@ use super::{AdapterError, classify_adapter_code, codes, credential, join_url, pa
 
 /// Its name in logs and errors.
 const NAME: &str = "kotak";
+
+/// Its wire format, for the `send` shell.
+const WIRE: Wire = Wire { name: NAME, limits: KOTAK_LIMITS, read_error };
 
 /// The gateway's code for an invalid or expired JWT.
 pub const CODE_INVALID_CREDENTIALS: &str = "900901";
@@ -245,8 +249,7 @@ impl KotakNeo {
 
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
-        send_authorized(&self.http, &|g, r| self.authorize(g, r), NAME, KOTAK_LIMITS, read_error, now, grant, request)
-            .await
+        send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     /// One login step: POST `body` to `path` with `headers`, read the answer as JSON.

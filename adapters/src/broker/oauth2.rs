@@ -37,7 +37,7 @@ use warden_engine::{
 };
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, error_answer, form_urlencode, is_success,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, form_urlencode, is_success,
     send_authorized, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
@@ -243,6 +243,9 @@ pub struct OAuth2ClientCredentials {
 /// Its name in logs and errors.
 const NAME: &str = "oauth2";
 
+/// Its wire format, for the `send` shell.
+const WIRE: Wire = Wire { name: NAME, limits: OAUTH2_LIMITS, read_error: token_error };
+
 impl OAuth2ClientCredentials {
     /// An adapter for `settings`, sending through `http`.
     pub fn new(settings: OAuth2Settings, http: HttpClient) -> Result<OAuth2ClientCredentials, AdapterError> {
@@ -267,8 +270,7 @@ impl OAuth2ClientCredentials {
 
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
-        send_authorized(&self.http, &|g, r| self.authorize(g, r), NAME, OAUTH2_LIMITS, token_error, now, grant, request)
-            .await
+        send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     async fn login_inner(&self, now: UnixMs, request: LoginRequest<'_>) -> Result<Grant, BrokerError> {

@@ -27,7 +27,7 @@ use reqwest::{Method, Url};
 use warden_engine::{BoxFuture, Broker, BrokerError, Capabilities, ErrorClass, Grant, LoginRequest, Secret, UnixMs};
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, error_answer, is_success, send_authorized,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
 };
 use super::json::{Obj, clean_text};
 use super::limits::{EndpointLimit, LimitScope};
@@ -36,6 +36,9 @@ use super::{AdapterError, codes, credential, join_url, parse_base_url};
 
 /// Its name in logs and errors.
 const NAME: &str = "saxo";
+
+/// Its wire format, for the `send` shell.
+const WIRE: Wire = Wire { name: NAME, limits: SAXO_LIMITS, read_error };
 
 /// A service group's limit: 120 requests a minute per session.
 const fn group(class: &'static str, path: &'static str) -> EndpointLimit {
@@ -171,8 +174,7 @@ impl Saxo {
 
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
-        send_authorized(&self.http, &|g, r| self.authorize(g, r), NAME, SAXO_LIMITS, read_error, now, grant, request)
-            .await
+        send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     /// One token request with `params` (plus the redirect URI and the client's authentication).

@@ -39,7 +39,8 @@ use warden_engine::{
 
 use self::oauth::{DhParams, OAuthError};
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, error_answer, is_success, send_authorized, wire_error,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
+    wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
 use super::limits::{EndpointLimit, LimitScope};
@@ -48,6 +49,9 @@ use crate::store::WallClock;
 
 /// Its name in logs and errors.
 const NAME: &str = "ibkr";
+
+/// Its wire format, for the `send` shell.
+const WIRE: Wire = Wire { name: NAME, limits: IBKR_LIMITS, read_error };
 
 /// How long IBKR's penalty box holds a client that exceeded the limits, when a 429 does not say.
 pub const PENALTY_BOX: Duration = Duration::from_secs(10 * 60);
@@ -353,7 +357,7 @@ impl Ibkr {
     /// Authorises `request` with `grant` (signed at `now`), sends it and reads the answer.
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
         let authorize = |g: &Grant, r: &mut BrokerRequest| authorize_at(self, g, r, now);
-        send_authorized(&self.http, &authorize, NAME, IBKR_LIMITS, read_error, now, grant, request).await
+        send_authorized(&self.http, &WIRE, &authorize, now, grant, request).await
     }
 
     /// The `Authorization` header of a request signed HMAC-SHA256 at `now` with `nonce`.

@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(dh_challenge(&p, &a).to_str_radix(16), DH_CHALLENGE);
         let shared = dh_shared_secret(&p, &parse_hex(DH_B_PUBLIC, "b").unwrap(), &a);
         assert_eq!(shared.to_str_radix(16), DH_SHARED);
-        assert_eq!(shared.bits() % 8 == 0, DH_SHARED_BITS_MULTIPLE_OF_8);
+        assert_eq!(shared.bits().is_multiple_of(8), DH_SHARED_BITS_MULTIPLE_OF_8);
     }
 
     #[test]
