@@ -155,3 +155,5 @@ pub fn with_raw_sled<R>(path: &Path, f: impl FnOnce(&sled::Db) -> R) -> R {
     }
     panic!("sled still holds its lock 2 s after the raw database was dropped")
 }
+
+pub mod mock_http;
