@@ -21,7 +21,6 @@
 
 mod error;
 mod feasibility;
-mod locate;
 mod raw;
 mod resolve;
 mod values;
@@ -39,8 +38,8 @@ use crate::report::Expectations;
 
 pub use error::ScenarioError;
 pub use feasibility::ScenarioWarning;
-pub use locate::{KeyPath, Segment};
 pub use values::{Instant, TimeSpec, parse_duration_with_days, parse_instant, parse_time_spec};
+pub use warden_adapters::config::locate::{KeyPath, Segment};
 
 /// The longest run a scenario may describe.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);

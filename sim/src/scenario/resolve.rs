@@ -17,8 +17,9 @@ use warden_engine::rng::SplitMix64;
 use warden_engine::time::format_duration;
 use warden_engine::{PolicyError, UnixMs};
 
-use super::error::{Located, ScenarioError, suggest};
-use super::locate::{Document, KeyPath, line_column};
+use warden_adapters::config::locate::{Document, KeyPath};
+
+use super::error::{Located, ScenarioError, suggest, syntax_error};
 use super::raw::{
     AffectName, ArrivalName, ExpectNode, LoginAfterExpiryName, OperatorEntry, PanicEntry, RawBroker, RawLatency,
     RawLimit, RawScenario, RawWindow, RawWorkload, RestartEntry, Windows,
@@ -63,11 +64,6 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Scenario> {
     let loc = Located { origin, doc: &doc };
     let raw: RawScenario = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
     resolve(&loc, raw)
-}
-
-fn syntax_error(origin: &str, text: &str, error: &toml::de::Error) -> ScenarioError {
-    let (line, column) = line_column(text, error.span().map_or(0, |s| s.start));
-    ScenarioError::Syntax { origin: origin.to_owned(), line, column, problem: error.message().to_owned() }
 }
 
 /// The run's calendar, and where errors go.
