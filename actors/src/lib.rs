@@ -8,6 +8,7 @@
 //! - [`Warden`]: build it, `open` sessions, subscribe to `events`, `shutdown`.
 //! - [`SessionHandle`]: `token()` (lock-free while the session is valid), `execute()` (rule 7 retries),
 //!   `subscribe()`, `logout()`, `reset()`, `update_credentials()`, `supply_second_factor()`.
+//! - [`Warden::from_config`]: a `Warden` and its sessions from a `warden.toml` ([`config`]).
 //! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
 //! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
 //!
@@ -17,6 +18,7 @@
 
 mod catch;
 pub mod clock;
+pub mod config;
 mod errors;
 mod fingerprint;
 mod handle;
@@ -30,6 +32,7 @@ pub mod testing;
 mod warden;
 
 pub use clock::Clock;
+pub use config::{ConfiguredSpec, FromConfigError, OpenedSession, load_specs};
 pub use errors::{ExecuteError, TokenError, WardenError};
 pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;

@@ -123,7 +123,10 @@ impl<'a> Locator<'a> {
             let table = if path.last_key() == Some(name) { path.parent() } else { path.clone() };
             let known = backticked(message.split_once("expected").map_or("", |(_, rest)| rest));
             let problem = format!("unknown key `{name}` {}{}", table.table_phrase(), suggest(name, &known));
-            return self.at_span(span, &table.key(name), problem);
+            // Point at the key as written (a table's header rather than its body).
+            let key = table.key(name);
+            let span = if self.doc.has(&key) { self.doc.span_of(&key) } else { span };
+            return self.at_span(span, &key, problem);
         }
         if let Some(name) = quoted_after(message, "missing field `") {
             let problem = format!("missing key `{name}` {}", path.table_phrase());
