@@ -9,6 +9,8 @@
 //! - [`SessionHandle`]: `token()` (lock-free while the session is valid), `execute()` (rule 7 retries),
 //!   `subscribe()`, `logout()`, `reset()`, `update_credentials()`, `supply_second_factor()`.
 //! - [`Warden::from_config`]: a `Warden` and its sessions from a `warden.toml` ([`config`]).
+//! - [`stream::Streams`]: WebSockets that follow a session's grant (re-authorised in place or
+//!   reconnected make-before-break, subscriptions replayed, gaps reported, heartbeats kept).
 //! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
 //! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
 //!
@@ -27,6 +29,7 @@ mod message;
 pub mod ratelimit;
 mod session_actor;
 mod shared;
+pub mod stream;
 mod supervisor;
 pub mod testing;
 mod warden;
@@ -37,4 +40,5 @@ pub use errors::{ExecuteError, TokenError, WardenError};
 pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
+pub use stream::{StreamEvent, StreamHandle, StreamSettings, StreamSpec, Streams};
 pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};
