@@ -309,6 +309,7 @@ fn read(path: &Path) -> Result<String, MockError> {
 
 fn load_ibkr(dir: &Path) -> Result<Account, MockError> {
     let file = |name: &str| read(&dir.join(name));
+    let consumer_key = file("consumer_key.txt")?;
     let prime_path = dir.join("dh_prime.hex");
     let (prime, generator, pem);
     let dh = if prime_path.exists() {
@@ -322,7 +323,7 @@ fn load_ibkr(dir: &Path) -> Result<Account, MockError> {
     let realm = if dir.join("realm.txt").exists() { file("realm.txt")? } else { "limited_poa".to_owned() };
     let account = ibkr_account(
         &dir.display().to_string(),
-        &file("consumer_key.txt")?,
+        &consumer_key,
         &file("access_token.txt")?,
         &file("access_token_secret_plain.hex")?,
         &file("public_signature.pem")?,
