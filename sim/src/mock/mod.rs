@@ -26,6 +26,7 @@
 //! problem, never a panic. The protocols are described in `docs/adapters.md`.
 
 pub mod account;
+pub mod cli;
 pub mod client;
 mod common;
 mod ibkr;
