@@ -314,6 +314,11 @@ impl MockBroker {
         common::stats(&self.shared)
     }
 
+    /// Tells the server and its streams to stop, without waiting.
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops the server and closes its streams, waiting (at most a second) for the server to finish.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
