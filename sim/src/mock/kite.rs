@@ -235,6 +235,9 @@ async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, header
     .to_owned();
     match route {
         Route::Logout => {
+            if !stream::token_alive(&shared, &token) {
+                return error(403, "TokenException", "Incorrect `api_key` or `access_token`.");
+            }
             common::judge(&shared, CallKind::Keepalive, |trip| {
                 shared.model.judge_logout(trip, &token, None);
                 (trip.latency, ())
