@@ -264,10 +264,12 @@ pub(crate) fn json_body(bytes: &[u8]) -> Result<serde_json::Value, String> {
 
 /// Random bytes as lowercase hex (tokens the wire protocol adds: view tokens, context ids).
 pub(crate) fn random_hex(bytes: usize) -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(1);
     let mut buf = vec![0u8; bytes.min(64)];
     if getrandom::fill(&mut buf).is_err() {
-        // No randomness: fall back to the time (these are test tokens, not secrets of a real account).
-        return format!("{:x}", fnv1a(format!("{bytes}").as_bytes()));
+        // No randomness: a counter keeps the values distinct (they name a mock's test sessions; they
+        // guard no real account).
+        return format!("{:0width$x}", FALLBACK.fetch_add(1, Ordering::Relaxed), width = bytes.min(64) * 2);
     }
     hex::encode(buf)
 }
