@@ -189,7 +189,8 @@ async fn logout_and_down(session: &SessionHandle, stream: &StreamHandle, events:
     let logged_out = |e: &StreamEvent| down(e).filter(|why| why.contains("logged out"));
     events.until("Down after the logout", logged_out).await;
     let others = events.others(mark);
-    assert!(others.iter().all(|e| matches!(e, StreamEvent::Down { .. })), "{}", events.summary());
+    let socket_opened = |e: &&StreamEvent| matches!(e, StreamEvent::Connected { .. } | StreamEvent::Reconnected { .. });
+    assert!(!others.iter().any(socket_opened), "no socket after the logout: {}", events.summary());
     assert_eq!(stream.state(), StreamState::Down);
     let mark = events.log.len();
     events.drain(Duration::from_millis(500)).await;
@@ -510,6 +511,28 @@ async fn saxo_stream_is_reauthorised_in_place_and_loses_nothing() {
     assert_eq!((stats.server.auth_failures, stats.server.stream_dead_tokens), (0, 0), "{:?}", stats.server);
     assert_eq!(stats.model.logins, 1, "{:?}", stats.model);
     assert!(stats.model.refreshes >= generations.len() as u64 - 1, "{:?}", stats.model);
+
+    // An invalidation ends the access and the refresh token: the server sends `_disconnect` and closes;
+    // the stream reports the rejection, the session needs a person's authorization code, and the stream
+    // waits with it (no socket, so no dead token).
+    let killed_at = now();
+    assert!(invalidate(&mock).await >= 1);
+    let (down_at, why) = events.until("Down", down).await;
+    assert!(why.contains("_disconnect"), "{why}");
+    assert!(until_invalid(&session).await, "the session waits for a person: {:?}", session.status());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stream.state(), StreamState::Down);
+    let code = login_code(&mock).await;
+    session.supply_second_factor(Secret::new(code)).await.expect("hand the authorization code in");
+    let (reconnected_at, (generation, gap)) = events.until("Reconnected", reconnected).await;
+    let (current, issued_at) = current_grant(&session);
+    assert!(generation > *generations.last().unwrap() && generation <= current, "{generation} {current}");
+    assert_gap_bounds(gap, killed_at, down_at, issued_at, reconnected_at);
+    // Saxo keeps a context's subscriptions across a reconnection (for a while).
+    events.until_all("both subscriptions on the new socket", saxo_references, &references).await;
+    let server = mock.stats().server;
+    assert_eq!((server.streams_opened, server.streams_closed_token_died), (2, 1), "{server:?}");
+    assert_eq!((server.streams_refused, server.stream_dead_tokens), (0, 0), "never the dead token again: {server:?}");
 
     // Saxo's logout is local (no revocation call): the stream closes its socket itself.
     logout_and_down(&session, &stream, &mut events).await;

@@ -3,7 +3,7 @@
 //!
 //! | protocol | grant on | a new grant | heartbeat | two sockets |
 //! | --- | --- | --- | --- | --- |
-//! | Saxo streaming | `Authorization: Bearer` on connect | re-authorised in place: `PUT /streamingws/authorize?contextId=…` | the server's `_heartbeat` | yes |
+//! | Saxo streaming | `Authorization: Bearer` on connect | re-authorised in place: `PUT /streamingws/authorize?contextId=…` (a `_disconnect` refuses the grant) | the server's `_heartbeat` | yes |
 //! | IBKR Web API | cookie `api=<session>` (the grant's `session`, from `/tickle`), `oauth_token` in the URL | reconnect | `tic` every minute | yes |
 //! | Kotak Neo | a `cn` frame with the token and `sid` after connect | reconnect | `{"type":"hb"}` every 30 s | no |
 //! | Kite ticker | `api_key` and `access_token` in the URL (never logged) | reconnect (an old token gets 403 after the daily change) | the server's 1-byte frames | yes |
@@ -36,8 +36,11 @@ fn encode(text: &str) -> String {
 /// Saxo OpenAPI streaming. The socket is `{streaming_url}/connect?contextId=…` with the access token as
 /// a bearer header; after each refresh the new token is handed to the open socket with
 /// `PUT {streaming_url}/authorize?contextId=…` (over HTTPS), so the socket is never reopened for a new
-/// grant. Messages are Saxo's binary frames; the server's `_heartbeat` control messages are heartbeats.
-/// Subscriptions are made over HTTP with the context id (not by this stream).
+/// grant. Messages are Saxo's binary frames; the server's `_heartbeat` control messages are heartbeats,
+/// and its `_disconnect` says the socket's authorisation ended (a re-authentication is needed before
+/// more messages come): the grant is refused, so the stream reconnects only with a newer one. Other
+/// control messages are not for the user. Subscriptions are made over HTTP with the context id (not by
+/// this stream).
 #[derive(Clone, Debug)]
 pub struct SaxoStream {
     /// `wss://streaming.saxobank.com/sim/openapi/streamingws` (its `https` form takes the authorisation).
@@ -95,6 +98,9 @@ impl StreamProtocol for SaxoStream {
         match frame {
             Frame::Binary(bytes) => match saxo_reference_id(bytes) {
                 Some("_heartbeat") => Inbound::Heartbeat,
+                Some("_disconnect") => {
+                    Inbound::AuthRejected("the streaming server disconnected (_disconnect)".to_owned())
+                }
                 Some(id) if id.starts_with('_') => Inbound::Ignore,
                 _ => Inbound::Data,
             },
@@ -384,5 +390,9 @@ mod tests {
         data.push(2);
         data.extend_from_slice(b"p1");
         assert_eq!(saxo.classify(&Frame::Binary(data)), Inbound::Data);
+        let mut disconnect = vec![0u8; 10];
+        disconnect.push(11);
+        disconnect.extend_from_slice(b"_disconnect");
+        assert!(matches!(saxo.classify(&Frame::Binary(disconnect)), Inbound::AuthRejected(_)));
     }
 }
