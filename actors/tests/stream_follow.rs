@@ -3,7 +3,8 @@
 //! (make-before-break, subscriptions replayed); a dropped socket reconnected with the gap reported; a
 //! silent socket detected; the heartbeat kept and authentication sent before any subscription; a
 //! reconnect storm held to the account's budget; a socket closed because its token died reconnected with
-//! the new grant only. Every wait is bounded; the servers stop with the test.
+//! the new grant only; a stream whose session is `Invalid` waiting for it without spending the budget,
+//! and a logout closing the socket. Every wait is bounded; the servers stop with the test.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,13 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, put};
 use tokio::sync::mpsc;
 use warden_actors::stream::{
-    Frame, KiteTicker, KotakStream, SaxoStream, StreamEvent, StreamSettings, StreamSpec, Streams,
+    Frame, KiteTicker, KotakStream, SaxoStream, StreamEvent, StreamSettings, StreamSpec, StreamState, Streams,
 };
 use warden_actors::testing::{Reply, ScriptedBroker};
 use warden_actors::{SessionHandle, SessionSpec, Warden};
 use warden_adapters::broker::{HttpClient, HttpSettings, Saxo, SaxoSettings};
 use warden_engine::ports::{BoxFuture, LoginRequest};
-use warden_engine::{Broker, BrokerError, Capabilities, Generation, Grant, SessionId, UnixMs};
+use warden_engine::{Broker, BrokerError, Capabilities, Credentials, Generation, Grant, SessionId, StateKind, UnixMs};
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -542,5 +543,73 @@ async fn a_socket_closed_because_its_token_died_reconnects_with_the_new_grant_on
     assert!(server.position("open 2 kite-tok-2").is_some(), "{lines:?}");
     assert_eq!(handle.status().generation, Generation(2));
     stream.close().await;
+    warden.shutdown(false).await;
+}
+
+#[tokio::test]
+async fn a_stream_waits_for_an_invalid_session_without_spending_its_budget_and_a_logout_closes_it() {
+    // Socket 1 is closed with 4001 "token expired" after 10 ticks, and tok-1 is refused from then on.
+    let (server, address) = serve(ticker(Duration::from_millis(5), |server, id, seq| {
+        if id == 1 && seq == 10 {
+            server.valid.lock().unwrap().remove("kite-tok-1");
+            return Some(Some(CloseFrame { code: 4001, reason: "token expired".into() }));
+        }
+        None
+    }))
+    .await;
+    server.valid.lock().unwrap().extend(["kite-tok-1".to_owned(), "kite-tok-2".to_owned()]);
+    // The login after the rejection is refused (bad credentials: the session is `Invalid` until an
+    // operator updates them); the one after that succeeds.
+    let scripted = ScriptedBroker::new("kite")
+        .script_logins([Reply::grant(Duration::from_secs(3600)), Reply::error(403, "bad credentials")])
+        .login_fallback(Reply::grant(Duration::from_secs(3600)));
+    let warden = Warden::builder().memory_store().build().await.unwrap();
+    let spec = SessionSpec::new(SessionId::new("kite-invalid").unwrap(), Arc::new(KiteLike(scripted)));
+    let handle = warden.open(spec).await.unwrap();
+    // Three attempts a minute, a backoff of a few milliseconds: a stream that retried while the session
+    // gives no grant would spend the budget at once, and then wait most of a minute for the new grant.
+    let mut settings = settings();
+    settings.backoff_min = Duration::from_millis(1);
+    settings.backoff_max = Duration::from_millis(5);
+    settings.reconnects_per_window = 3;
+    settings.reconnect_window = Duration::from_secs(60);
+    let streams = Streams::new(&warden, settings);
+    let (stream, mut events) =
+        streams.open(&handle, StreamSpec::new(Arc::new(KiteTicker::new(format!("ws://{address}/ws")))));
+    let mut seen = Vec::new();
+    until(&mut events, &mut seen, |e| matches!(e, StreamEvent::Connected { .. }).then_some(())).await;
+    let why = until(&mut events, &mut seen, |e| match e {
+        StreamEvent::Down { why } => Some(why.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(why.contains("4001"), "{why}");
+    eventually("the session is Invalid", || handle.status().state == StateKind::Invalid).await;
+    // Many backoff periods pass; the stream stays down and makes no attempt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stream.state(), StreamState::Down);
+    handle.update_credentials(Credentials::new()).await.unwrap();
+    let generation = until(&mut events, &mut seen, |e| match e {
+        StreamEvent::Reconnected { generation, .. } => Some(*generation),
+        _ => None,
+    })
+    .await;
+    assert_eq!(generation, Generation(2), "at once, within the budget: {seen:?}");
+    assert!(server.position("open 2 kite-tok-2").is_some(), "{:?}", server.lines());
+
+    // A logout closes the socket (the broker here would keep it open) and the stream stays down.
+    handle.logout().await.unwrap();
+    let why = until(&mut events, &mut seen, |e| match e {
+        StreamEvent::Down { why } => Some(why.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(why.contains("logged out"), "{why}");
+    eventually("socket 2 is closed by the client", || server.position("close 2").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stream.state(), StreamState::Down);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2, "no attempt after the logout");
+    stream.close().await;
+    assert_eq!(stream.state(), StreamState::Closed);
     warden.shutdown(false).await;
 }

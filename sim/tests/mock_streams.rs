@@ -1,7 +1,8 @@
 //! The mock brokers' streams, with a plain WebSocket client (tokio-tungstenite) on 127.0.0.1: each
 //! authenticates with its session's token, cookie or context, takes a subscription, pushes ticks and
 //! heartbeats in its broker's form, and is closed by the mock when its token dies; Kite's ticker refuses
-//! a dead token with 403 at the handshake; Saxo's re-authorisation keeps a stream past its first token.
+//! a dead token with 403 at the handshake; Saxo's re-authorisation keeps a stream past its first token
+//! (and a subscription made with a newer token does not).
 
 mod common;
 
@@ -116,6 +117,7 @@ async fn kite_ticker_pushes_binary_ticks_and_refuses_a_dead_token_with_403() {
     }
     let server = mock.stats().server;
     assert_eq!((server.streams_opened, server.streams_refused, server.streams_closed_token_died), (1, 1, 1));
+    assert_eq!(server.stream_dead_tokens, 1, "the refused handshake came with a token the mock had issued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +229,12 @@ async fn saxo_stream_lives_on_reauthorisation_and_dies_without() {
         format!("{}/openapi/streamingws/authorize?contextId=ctx1", mock.base_url()),
     );
     assert_eq!(client.send(mock.now(), &second, reauthorize).await.expect("re-authorise").status, 202);
+    // A subscription made with the new token names ctx2 but does not re-authorise its stream.
+    let subscription = serde_json::json!({"ContextId": "ctx2", "ReferenceId": "r2",
+        "Arguments": {"Uic": 22, "AssetType": "FxSpot"}});
+    let request =
+        ApiRequest::post(format!("{}/openapi/trade/v1/infoprices/subscriptions", mock.base_url())).json(subscription);
+    assert_eq!(client.send(mock.now(), &second, request).await.expect("a subscription").status, 201);
     // The first token dies at 1.5 s: ctx2's stream is closed with `_disconnect`, ctx1's lives on.
     let mut disconnect = false;
     for _ in 0..100 {
@@ -255,5 +263,7 @@ async fn streams_refuse_bad_handshakes_without_panicking() {
     }
     let plain = reqwest::get(format!("{}/openapi/streamingws/connect?contextId=x", mock.base_url())).await.unwrap();
     assert_eq!(plain.status().as_u16() / 100, 4, "a plain GET is not an upgrade");
-    assert!(mock.stats().server.streams_refused >= 1);
+    let server = mock.stats().server;
+    assert!(server.streams_refused >= 1);
+    assert_eq!(server.stream_dead_tokens, 0, "a token never issued is not a dead one");
 }

@@ -3,8 +3,8 @@
 //!
 //! | protocol | grant on | a new grant | heartbeat | two sockets |
 //! | --- | --- | --- | --- | --- |
-//! | Saxo streaming | `Authorization: Bearer` on connect | re-authorised in place: `PUT /streamingws/authorize?contextId=…` | the server's `_heartbeat` | yes |
-//! | IBKR Web API | cookie `api=<session>`, `oauth_token` in the URL | reconnect | `tic` every minute | yes |
+//! | Saxo streaming | `Authorization: Bearer` on connect | re-authorised in place: `PUT /streamingws/authorize?contextId=…` (a `_disconnect` refuses the grant) | the server's `_heartbeat` | yes |
+//! | IBKR Web API | cookie `api=<session>` (the grant's `session`, from `/tickle`), `oauth_token` in the URL | reconnect | `tic` every minute | yes |
 //! | Kotak Neo | a `cn` frame with the token and `sid` after connect | reconnect | `{"type":"hb"}` every 30 s | no |
 //! | Kite ticker | `api_key` and `access_token` in the URL (never logged) | reconnect (an old token gets 403 after the daily change) | the server's 1-byte frames | yes |
 
@@ -36,8 +36,11 @@ fn encode(text: &str) -> String {
 /// Saxo OpenAPI streaming. The socket is `{streaming_url}/connect?contextId=…` with the access token as
 /// a bearer header; after each refresh the new token is handed to the open socket with
 /// `PUT {streaming_url}/authorize?contextId=…` (over HTTPS), so the socket is never reopened for a new
-/// grant. Messages are Saxo's binary frames; the server's `_heartbeat` control messages are heartbeats.
-/// Subscriptions are made over HTTP with the context id (not by this stream).
+/// grant. Messages are Saxo's binary frames; the server's `_heartbeat` control messages are heartbeats,
+/// and its `_disconnect` says the socket's authorisation ended (a re-authentication is needed before
+/// more messages come): the grant is refused, so the stream reconnects only with a newer one. Other
+/// control messages are not for the user. Subscriptions are made over HTTP with the context id (not by
+/// this stream).
 #[derive(Clone, Debug)]
 pub struct SaxoStream {
     /// `wss://streaming.saxobank.com/sim/openapi/streamingws` (its `https` form takes the authorisation).
@@ -95,6 +98,9 @@ impl StreamProtocol for SaxoStream {
         match frame {
             Frame::Binary(bytes) => match saxo_reference_id(bytes) {
                 Some("_heartbeat") => Inbound::Heartbeat,
+                Some("_disconnect") => {
+                    Inbound::AuthRejected("the streaming server disconnected (_disconnect)".to_owned())
+                }
                 Some(id) if id.starts_with('_') => Inbound::Ignore,
                 _ => Inbound::Data,
             },
@@ -111,10 +117,12 @@ impl StreamProtocol for SaxoStream {
     }
 }
 
-/// The IBKR Web API WebSocket (`wss://api.ibkr.com/v1/api/ws`): the access token as `oauth_token` in the
-/// URL and the cookie `api=<session>` (the grant's extra `session`, else the access token); a `tic`
-/// every minute keeps it; topics are IBKR's own subscribe commands (`smd+265598+{"fields":["31"]}`),
-/// sent as written, and unsubscribed with IBKR's `u…` form.
+/// The IBKR Web API WebSocket (`wss://api.ibkr.com/v1/api/ws`): the OAuth access token as `oauth_token`
+/// in the URL (the grant's extra `oauth_token`) and the cookie `api=<session>` (the grant's extra
+/// `session`: the brokerage session's `/tickle` value, which the IBKR adapter reads at login); a grant
+/// without them cannot connect, and the stream says so. A `tic` every minute keeps the socket; topics are
+/// IBKR's own subscribe commands (`smd+265598+{"fields":["31"]}`), sent as written, and unsubscribed
+/// with IBKR's `u…` form.
 #[derive(Clone, Debug)]
 pub struct IbkrStream {
     /// `wss://api.ibkr.com/v1/api/ws`.
@@ -136,8 +144,8 @@ impl StreamProtocol for IbkrStream {
     }
 
     fn connect(&self, grant: &Grant) -> Result<ConnectRequest, String> {
-        let token = grant.extras.get("oauth_token").map_or(grant.access_token.expose(), |t| t.expose());
-        let session = grant.extras.get("session").map_or(grant.access_token.expose(), |s| s.expose());
+        let token = extra(grant, "oauth_token")?;
+        let session = extra(grant, "session")?;
         let url = with_query(&self.url, &format!("oauth_token={}", encode(token)));
         Ok(ConnectRequest::new(url).header("Cookie", format!("api={session}")))
     }
@@ -351,9 +359,12 @@ mod tests {
     #[test]
     fn ibkr_carries_the_session_cookie_and_tics() {
         let ibkr = IbkrStream::new("wss://api.ibkr.com/v1/api/ws");
-        let request = ibkr.connect(&grant().with_extra("session", "S1")).unwrap();
-        assert_eq!(request.url.expose(), "wss://api.ibkr.com/v1/api/ws?oauth_token=TOKEN");
+        let grant = grant().with_extra("oauth_token", "OAUTH").with_extra("session", "S1");
+        let request = ibkr.connect(&grant).unwrap();
+        assert_eq!(request.url.expose(), "wss://api.ibkr.com/v1/api/ws?oauth_token=OAUTH");
         assert_eq!(request.headers[0].1.expose(), "api=S1");
+        let why = ibkr.connect(&self::grant().with_extra("oauth_token", "OAUTH")).unwrap_err();
+        assert!(why.contains("`session`") && !why.contains("TOKEN"), "never the access token as the cookie: {why}");
         assert_eq!(ibkr.unsubscribe(r#"smd+265598+{"fields":["31"]}"#), [Frame::text("umd+265598+{}")]);
         assert_eq!(ibkr.classify(&Frame::text(r#"{"topic":"system","hb":1}"#)), Inbound::Heartbeat);
         let unauthenticated = Frame::text(r#"{"topic":"sts","args":{"authenticated":false}}"#);
@@ -379,5 +390,9 @@ mod tests {
         data.push(2);
         data.extend_from_slice(b"p1");
         assert_eq!(saxo.classify(&Frame::Binary(data)), Inbound::Data);
+        let mut disconnect = vec![0u8; 10];
+        disconnect.push(11);
+        disconnect.extend_from_slice(b"_disconnect");
+        assert!(matches!(saxo.classify(&Frame::Binary(disconnect)), Inbound::AuthRejected(_)));
     }
 }

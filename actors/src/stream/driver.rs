@@ -11,7 +11,9 @@
 //! Invariants: a socket is never opened with a generation at or below `dead_upto` (grants the session
 //! revoked or the broker refused); every attempt takes a place in the account's reconnect budget; after
 //! a failure the next attempt waits for the stream's backoff; a socket that delivered nothing for
-//! `idle_timeout` is closed as dead.
+//! `idle_timeout` is closed as dead; while the session has no grant to give until its status changes
+//! (`Invalid`: an operator must act; `Stopped`: logged out) no attempt is made, so a stream waiting for a
+//! person spends neither the account's reconnect budget nor log lines; a logout closes the socket.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use warden_engine::{ErrorClass, EventKind, Generation, UnixMs};
+use warden_engine::{ErrorClass, EventKind, Generation, StateKind, UnixMs};
 
 use super::budget::{Backoff, ReconnectBudget};
 use super::ledger::Ledger;
@@ -79,6 +81,8 @@ struct Failed {
     refused: Option<Generation>,
     /// The session is closed: the stream ends.
     closed: bool,
+    /// The session gives no grant until its status changes (`Invalid`, `Stopped`): wait for that.
+    wait_for_session: bool,
 }
 
 type Attempt = Pin<Box<dyn Future<Output = Result<Ready, Failed>> + Send>>;
@@ -132,6 +136,10 @@ pub(super) struct Driver {
     ever_connected: bool,
     /// A `Down` was reported since the last socket was ready.
     reported_down: bool,
+    /// No attempt until the session's status changes: it gives no grant now (`Invalid`, `Stopped`).
+    waiting_for_session: bool,
+    /// The session logged out: the socket was closed and the stream waits (for good: `Stopped` is final).
+    logged_out: bool,
 }
 
 impl Driver {
@@ -160,6 +168,8 @@ impl Driver {
             lost_since: None,
             ever_connected: false,
             reported_down: false,
+            waiting_for_session: false,
+            logged_out: false,
         }
     }
 
@@ -359,6 +369,18 @@ impl Driver {
                     self.events.emit(StreamEvent::Down { why: failed.why });
                     self.reported_down = true;
                 }
+                if failed.wait_for_session {
+                    // `borrow`, not `borrow_and_update`: a change not yet seen still wakes `on_status`.
+                    let state = self.status.borrow().state;
+                    match state {
+                        StateKind::Stopped => self.session_stopped().await,
+                        StateKind::Invalid => self.waiting_for_session = true,
+                        // The session moved on since it answered: try again, after the backoff (the
+                        // status watch may lag the answer by a moment).
+                        _ => self.schedule_retry(),
+                    }
+                    return true;
+                }
                 self.schedule_retry();
                 return true;
             }
@@ -401,9 +423,26 @@ impl Driver {
         true
     }
 
-    /// The session's status changed: a new generation means what the protocol says.
+    /// The session's status changed: a logout closes the socket; a session that gives grants again ends
+    /// the wait for it; a new generation means what the protocol says.
     async fn on_status(&mut self) {
-        let latest = self.status.borrow_and_update().generation;
+        let (state, latest) = {
+            let status = self.status.borrow_and_update();
+            (status.state, status.generation)
+        };
+        if state == StateKind::Stopped {
+            self.session_stopped().await;
+            return;
+        }
+        if self.waiting_for_session {
+            if state == StateKind::Invalid {
+                return;
+            }
+            self.waiting_for_session = false;
+            if self.attempt.is_none() {
+                self.next_attempt = Some(self.clock.monotonic_now());
+            }
+        }
         match self.conn.as_mut() {
             None => {
                 // Waiting to reconnect (perhaps for a grant newer than a dead one): try now.
@@ -432,6 +471,28 @@ impl Driver {
             }
             Some(_) => {}
         }
+    }
+
+    /// The session logged out (`Stopped`, which is final): close the socket, drop any attempt, report
+    /// `Down` once, and make no attempt from then on. The grant is revoked; a socket left open would keep
+    /// delivering on a session the user ended (Saxo's logout is local: its broker would not close it).
+    async fn session_stopped(&mut self) {
+        self.attempt = None;
+        self.next_attempt = None;
+        self.waiting_for_session = true;
+        if self.logged_out {
+            return;
+        }
+        self.logged_out = true;
+        if let Some(mut conn) = self.conn.take() {
+            self.lost_since.get_or_insert(conn.last_frame_at);
+            let _ = tokio::time::timeout(self.settings.write_timeout, conn.ws.close(None)).await;
+        }
+        tracing::info!(session = %self.session.id(), stream = self.protocol.name(), "session logged out; stream down");
+        self.set_state(StreamState::Down);
+        self.events
+            .emit(StreamEvent::Down { why: "the session logged out; no reconnection without a new login".to_owned() });
+        self.reported_down = true;
     }
 
     /// Hands the session's current grant to the open socket over HTTP. Whether it worked.
@@ -538,13 +599,18 @@ async fn attempt(
     ledger: Ledger,
     newer_than: Generation,
 ) -> Result<Ready, Failed> {
-    let fail = |why: String| Failed { why, refused: None, closed: false };
+    let fail = |why: String| Failed { why, refused: None, closed: false, wait_for_session: false };
     let lease =
         if newer_than > Generation::NONE { session.token_newer_than(newer_than).await } else { session.token().await };
     let lease = match lease {
         Ok(lease) => lease,
         Err(TokenError::Closed) => {
-            return Err(Failed { why: "the session is closed".to_owned(), refused: None, closed: true });
+            let why = "the session is closed".to_owned();
+            return Err(Failed { why, refused: None, closed: true, wait_for_session: false });
+        }
+        Err(error @ (TokenError::Invalid(_) | TokenError::Stopped)) => {
+            let why = format!("no grant to connect with: {error}");
+            return Err(Failed { why, refused: None, closed: false, wait_for_session: true });
         }
         Err(error) => return Err(fail(format!("no grant to connect with: {error}"))),
     };
@@ -553,7 +619,7 @@ async fn attempt(
     let request = protocol.connect(&grant).map_err(fail)?;
     let mut ws = socket::connect(&request, settings.connect_timeout, settings.max_frame_bytes).await.map_err(|e| {
         let refused = matches!(e.status, Some(401 | 403)).then_some(generation);
-        Failed { why: e.why, refused, closed: false }
+        Failed { why: e.why, refused, closed: false, wait_for_session: false }
     })?;
     let target = request.target.clone();
     socket::send_all(&mut ws, protocol.authenticate(&grant), settings.write_timeout)
@@ -578,6 +644,7 @@ async fn attempt(
                         why: format!("{target}: closed during authentication"),
                         refused: Some(generation),
                         closed: false,
+                        wait_for_session: false,
                     });
                 }
                 _ => continue,
@@ -590,6 +657,7 @@ async fn attempt(
                         why: format!("{target}: the broker refused grant {generation}: {}", clip(&why)),
                         refused: Some(generation),
                         closed: false,
+                        wait_for_session: false,
                     });
                 }
                 Inbound::Data if early.len() < settings.max_early_frames => early.push(frame),

@@ -143,7 +143,8 @@ pub enum StreamEvent {
     },
     /// A data frame.
     Message(Frame),
-    /// The socket is gone; the stream reconnects (with backoff, within the account's budget).
+    /// The socket is gone. The stream reconnects (with backoff, within the account's budget, with a
+    /// grant the broker has not refused) — except after a logout, which `why` then says.
     Down {
         /// Why, without secrets.
         why: String,
@@ -168,7 +169,7 @@ impl fmt::Display for StreamEvent {
                 "reconnected with grant {generation}, gap from {from} to {to}: reconcile orders and positions"
             ),
             StreamEvent::Message(frame) => write!(f, "message {frame:?}"),
-            StreamEvent::Down { why } => write!(f, "down: {why}; reconnecting"),
+            StreamEvent::Down { why } => write!(f, "down: {why}"),
             StreamEvent::Lagged { dropped } => {
                 write!(f, "{dropped} event(s) dropped because they were not read in time: reconcile")
             }
@@ -184,7 +185,7 @@ pub enum StreamState {
     Connecting = 0,
     /// A socket is open and subscribed.
     Live = 1,
-    /// The socket is gone; reconnecting.
+    /// The socket is gone; reconnecting (or, after a logout, waiting for good).
     Down = 2,
     /// Closed by the user (or its session closed).
     Closed = 3,

@@ -36,6 +36,10 @@ pub struct MockCounters {
     pub streams_refused: u64,
     /// Streams the mock closed because their token died.
     pub streams_closed_token_died: u64,
+    /// Stream handshakes, authentications and re-authorisations presented with a token the model issued
+    /// and no longer accepts (expired, invalidated, logged out, superseded): a client that came back
+    /// with a dead grant. Also counted in `streams_refused` (or `auth_failures` for a re-authorisation).
+    pub stream_dead_tokens: u64,
     /// Messages pushed on streams (ticks and heartbeats).
     pub stream_messages: u64,
 }
@@ -49,6 +53,7 @@ pub(crate) struct Counters {
     pub(crate) streams_opened: AtomicU64,
     pub(crate) streams_refused: AtomicU64,
     pub(crate) streams_closed_token_died: AtomicU64,
+    pub(crate) stream_dead_tokens: AtomicU64,
     pub(crate) stream_messages: AtomicU64,
 }
 
@@ -66,6 +71,7 @@ impl Counters {
             streams_opened: read(&self.streams_opened),
             streams_refused: read(&self.streams_refused),
             streams_closed_token_died: read(&self.streams_closed_token_died),
+            stream_dead_tokens: read(&self.stream_dead_tokens),
             stream_messages: read(&self.stream_messages),
         }
     }

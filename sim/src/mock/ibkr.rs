@@ -489,10 +489,13 @@ async fn websocket(
         Err(rejection) => return bad_request(&shared, ibkr_error(400, &rejection.body_text())),
     };
     let token = api_cookie(&headers).and_then(|cookie| state.by_cookie(&cookie)).and_then(|s| s.model_token);
-    let Some(token) = token.filter(|t| stream::token_alive(&shared, t)) else {
+    let Some(token) = token else {
         Counters::bump(&shared.counters.streams_refused);
         return ibkr_error(401, "no session");
     };
+    if !stream::admit(&shared, &token) {
+        return ibkr_error(401, "no session");
+    }
     Counters::bump(&shared.counters.streams_opened);
     stream::limited(upgrade).on_upgrade(move |socket| run_websocket(shared, socket, token))
 }

@@ -350,8 +350,11 @@ async fn ticker(
     let query = query_pairs(&uri);
     let Some(account) = account(&shared) else { return error(500, "GeneralException", "not a Kite mock") };
     let token = field(&query, "access_token").unwrap_or_default().to_owned();
-    if field(&query, "api_key") != Some(account.api_key.as_str()) || !stream::token_alive(&shared, &token) {
+    if field(&query, "api_key") != Some(account.api_key.as_str()) {
         Counters::bump(&shared.counters.streams_refused);
+        return error(403, "TokenException", "Incorrect `api_key` or `access_token`.");
+    }
+    if !stream::admit(&shared, &token) {
         return error(403, "TokenException", "Incorrect `api_key` or `access_token`.");
     }
     Counters::bump(&shared.counters.streams_opened);

@@ -375,15 +375,21 @@ async fn run_realtime(shared: Arc<Shared>, mut socket: WebSocket) {
                         Some("cn") => {
                             let jwt = command.get("Authorization").and_then(|a| a.as_str()).unwrap_or_default();
                             let sid = command.get("Sid").and_then(|a| a.as_str());
-                            let found = read_jwt(state, jwt).filter(|(t, s)| Some(s.as_str()) == sid && stream::token_alive(&shared, t));
-                            match found {
+                            let found = read_jwt(state, jwt).filter(|(_, s)| Some(s.as_str()) == sid);
+                            let admitted = match &found {
+                                Some((t, _)) => stream::admit(&shared, t),
+                                None => {
+                                    Counters::bump(&shared.counters.streams_refused);
+                                    false
+                                }
+                            };
+                            match found.filter(|_| admitted) {
                                 Some((t, _)) => {
                                     Counters::bump(&shared.counters.streams_opened);
                                     token = Some(t);
                                     if !send(&shared, &mut socket, json!({"type": "cn", "stat": "Ok", "msg": "connected"})).await { return; }
                                 }
                                 None => {
-                                    Counters::bump(&shared.counters.streams_refused);
                                     let _ = send(&shared, &mut socket, json!({"type": "cn", "stat": "Not_Ok", "msg": "Invalid session"})).await;
                                     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "invalid session".into() }))).await;
                                     return;

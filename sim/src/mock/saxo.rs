@@ -74,10 +74,14 @@ impl SaxoState {
         contexts.iter_mut().find(|c| c.id == id).map(f)
     }
 
-    fn open(&self, id: &str, token: &str) {
+    /// The context `id`, authorised with `token`: a new one, or (`reauthorise`: a stream connecting) an
+    /// existing one that takes `token`. A subscription names a context without re-authorising its stream:
+    /// only a connect and `PUT …/authorize` do that.
+    fn open(&self, id: &str, token: &str, reauthorise: bool) {
         let mut contexts = self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match contexts.iter_mut().find(|c| c.id == id) {
-            Some(context) => context.token = token.to_owned(),
+            Some(context) if reauthorise => context.token = token.to_owned(),
+            Some(_) => {}
             None => {
                 if contexts.len() >= CONTEXTS_KEPT {
                     contexts.pop_front();
@@ -324,7 +328,7 @@ async fn api(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, header
             let context = request["ContextId"].as_str().unwrap_or_default().to_owned();
             let reference = request["ReferenceId"].as_str().unwrap_or_default().to_owned();
             let uic = request["Arguments"]["Uic"].as_u64().unwrap_or(21);
-            state.open(&context, &token);
+            state.open(&context, &token, false);
             state.with_context(&context, |c| {
                 if c.subscriptions.len() < stream::MAX_SUBSCRIPTIONS {
                     c.subscriptions.insert(reference.clone(), uic);
@@ -394,6 +398,7 @@ async fn reauthorize(State(shared): State<Arc<Shared>>, uri: Uri, headers: Heade
     };
     let token = stream_token(&headers, &query);
     if !stream::token_alive(&shared, &token) {
+        stream::dead_token(&shared, &token);
         return auth_failure(&shared, common::empty(401));
     }
     match state.with_context(context, |c| c.token = token) {
@@ -422,11 +427,10 @@ async fn connect(
         );
     };
     let token = stream_token(&headers, &query);
-    if !stream::token_alive(&shared, &token) {
-        Counters::bump(&shared.counters.streams_refused);
+    if !stream::admit(&shared, &token) {
         return common::empty(401);
     }
-    state.open(&context, &token);
+    state.open(&context, &token, true);
     Counters::bump(&shared.counters.streams_opened);
     stream::limited(upgrade).on_upgrade(move |socket| run_stream(shared, socket, context))
 }

@@ -7,7 +7,8 @@
 //! every `heartbeat` (the broker's own, unless set), and is closed by the mock when its token dies:
 //! the model's verdict on the token is checked every `token_check`. A stream lives at most
 //! `max_lifetime`, holds at most [`MAX_SUBSCRIPTIONS`] subscriptions, and a client message larger than
-//! [`MAX_MESSAGE_BYTES`] closes it.
+//! [`MAX_MESSAGE_BYTES`] closes it. A stream refused for a token the model issued but no longer accepts is
+//! counted (`stream_dead_tokens`): a client should never come back with a dead grant.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::Shared;
+use super::common::Counters;
 use crate::model::TokenVerdict;
 
 /// The most subscriptions one stream holds (more are ignored).
@@ -82,6 +84,28 @@ impl Timers {
 /// Whether the model still accepts `token` now.
 pub(crate) fn token_alive(shared: &Shared, token: &str) -> bool {
     shared.model.verdict(token, shared.now()) == TokenVerdict::Accepted
+}
+
+/// Whether a stream may open with `token` (its handshake, or its authentication frame): the model
+/// accepts it now. A refusal is counted in `streams_refused`, and a token the model issued but no longer
+/// accepts also in `stream_dead_tokens` (see [`dead_token`]).
+pub(crate) fn admit(shared: &Shared, token: &str) -> bool {
+    if token_alive(shared, token) {
+        return true;
+    }
+    Counters::bump(&shared.counters.streams_refused);
+    dead_token(shared, token);
+    false
+}
+
+/// Counts `token` in `stream_dead_tokens` if the model issued it and no longer accepts it (a client
+/// presenting a dead grant on a stream endpoint, rather than one it never had); whether it did.
+pub(crate) fn dead_token(shared: &Shared, token: &str) -> bool {
+    let dead = matches!(shared.model.verdict(token, shared.now()), TokenVerdict::Expired | TokenVerdict::Revoked(_));
+    if dead {
+        Counters::bump(&shared.counters.stream_dead_tokens);
+    }
+    dead
 }
 
 /// The upgrade with the stream's message limits.

@@ -1,5 +1,5 @@
-//! Helpers the mock tests share: a mock of a model with short lifetimes, a real-time warden, a policy for
-//! seconds-long tokens, requests through `SessionHandle::execute` and bounded waits.
+//! Helpers the mock tests share: a mock of a model with short lifetimes (and fast streams), a real-time
+//! warden, a policy for seconds-long tokens, requests through `SessionHandle::execute` and bounded waits.
 
 #![allow(dead_code)] // each test binary uses a part
 
@@ -12,7 +12,7 @@ use warden_engine::policy::{Backoff, Rate};
 use warden_engine::time::HumanDuration;
 use warden_engine::{Credentials, Idempotency, Policy, Preset, SessionId, StateKind};
 use warden_sim::mock::client::MockClient;
-use warden_sim::mock::{MockBroker, MockConfig};
+use warden_sim::mock::{MockBroker, MockConfig, StreamSettings};
 use warden_sim::model::{BrokerModel, BrokerSpec, ModelKind, TokenExpiry};
 
 /// A model's defaults with a token lifetime of `lifetime` (and, for models with one, a refresh token
@@ -33,6 +33,21 @@ pub fn spec(kind: ModelKind, lifetime: Duration, refresh: Option<Duration>) -> B
 pub async fn mock(spec: BrokerSpec) -> MockBroker {
     let clock = Clock::system();
     let config = MockConfig::demo(BrokerModel::new(spec, 7), clock).expect("a served model");
+    MockBroker::start(config).await.expect("the mock starts")
+}
+
+/// A mock of `spec` with fast streams: a tick every 100 ms, the broker's heartbeat every `heartbeat`,
+/// the token checked every 50 ms, a client silent for 2 s closed (IBKR's `tic` rule, shortened).
+pub async fn stream_mock(spec: BrokerSpec, heartbeat: Duration) -> MockBroker {
+    let clock = Clock::system();
+    let mut config = MockConfig::demo(BrokerModel::new(spec, 7), clock).expect("a served model");
+    config.streams = StreamSettings {
+        heartbeat: Some(heartbeat),
+        tick: Duration::from_millis(100),
+        token_check: Duration::from_millis(50),
+        client_silence: Duration::from_secs(2),
+        ..StreamSettings::default()
+    };
     MockBroker::start(config).await.expect("the mock starts")
 }
 
