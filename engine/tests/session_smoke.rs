@@ -119,3 +119,42 @@ fn daily_cutoff_expires_and_lazy_waits_for_demand() {
     assert!(login_attempt(&outs).is_none());
     assert_eq!(s.poll_timeout(), None);
 }
+
+/// A keep-alive in flight when the supervisor gives up answers that the grant is dead: the session keeps
+/// its grant for the next process only while the broker has not said so. Before the fix the answer was
+/// ignored in `Invalid`, and a restored session served the dead grant (found by the `never_serve_a_dead_token`
+/// property).
+#[test]
+fn a_grant_the_keepalive_found_dead_after_giving_up_is_not_served_after_a_restart() {
+    let mut policy = Policy::preset(Preset::Keepalive);
+    policy.keepalive_interval = Some(Duration::from_secs(5));
+    policy.jitter = 0.0;
+    let cfg = || {
+        SessionConfig::new(SessionId::new("s").unwrap(), policy.clone())
+            .with_capabilities(Capabilities { refresh: false, keepalive: true })
+    };
+    let mut s = Session::new(cfg(), t(0));
+    let a = login_attempt(&drain(&mut s)).expect("login");
+    s.handle_auth_completed(t(1), a, Ok(Grant::new("tok1", t(1))));
+    drain(&mut s);
+    s.handle_tick(t(6));
+    let ping = drain(&mut s)
+        .iter()
+        .find_map(|o| match o {
+            Output::Keepalive { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .expect("a keep-alive ping");
+    s.handle_give_up(t(7), warden_engine::InvalidReason::RestartLimit { restarts: 5, within_ms: 60_000 });
+    s.handle_keepalive_completed(t(8), ping, Ok(warden_engine::KeepaliveStatus::Unauthenticated));
+    drain(&mut s);
+    assert_eq!(s.state(), StateKind::Invalid);
+
+    // The next process restores the session: the grant the broker called dead is not served.
+    let mut next = Session::restore(cfg(), s.snapshot(), t(9)).expect("restores");
+    assert!(next.lease().is_none(), "the dead grant is not handed out");
+    next.handle_request(t(9), WaiterId(1), None);
+    let outs = drain(&mut next);
+    assert!(!outs.iter().any(|o| matches!(o, Output::Serve { .. } | Output::Publish(Some(_)))), "{outs:#?}");
+    assert!(login_attempt(&outs).is_some(), "a new login instead: {outs:#?}");
+}

@@ -681,6 +681,19 @@ impl Session {
         // An answer about an older grant says nothing about the current one (rule 3).
         let current = self.installed.as_ref().filter(|i| !i.access_dead).map(|i| i.generation);
         if !self.state.kind().token_usable() || current != Some(pinged) {
+            // A session that gave up keeps its grant for the next process; if the broker says that grant
+            // is dead, it must not come back after a restart (as a rejection would say).
+            let dead = match &result {
+                Ok(KeepaliveStatus::Unauthenticated) => Some(ErrorClass::AuthExpired),
+                Ok(KeepaliveStatus::Competing) => Some(ErrorClass::Competing),
+                Err(failure) if matches!(failure.class, ErrorClass::AuthExpired | ErrorClass::Competing) => {
+                    Some(failure.class)
+                }
+                _ => None,
+            };
+            if let Some(class) = dead {
+                self.kept_grant_rejected(pinged, class);
+            }
             self.finish(now);
             return;
         }

@@ -785,6 +785,11 @@ impl Observer {
                     EventKind::Deferred { cause: warden_engine::event::DeferCause::LoginRate, .. } => {
                         self.stats.rate_limited_waits += 1;
                     }
+                    // A login that straddled a daily cut-off is thrown away and made again at once; the
+                    // two count as one attempt against the login rate.
+                    EventKind::LoginDiscarded { .. } => {
+                        self.logins.pop();
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -1172,8 +1177,19 @@ impl Driver {
                 if pinged.is_some() && usable == pinged {
                     self.feed(fed, input);
                 } else {
-                    // The ping was about a grant that is no longer the usable one: its answer is stale.
-                    self.feed_stale(fed, input, &[], true);
+                    // The ping was about a grant that is no longer the usable one: its answer is stale —
+                    // except that a grant kept after a crash loop is marked dead by an answer saying so,
+                    // for the next process (as by a rejection).
+                    let says_dead = matches!(
+                        result,
+                        KeepaliveResult::Unauthenticated
+                            | KeepaliveResult::Competing
+                            | KeepaliveResult::Err(ErrorClass::AuthExpired | ErrorClass::Competing)
+                    );
+                    let kept = matches!(self.session.invalid_reason(), Some(InvalidReason::RestartLimit { .. }))
+                        && pinged == Some(self.session.generation())
+                        && says_dead;
+                    self.feed_stale(fed, input, if kept { &["Persist"] } else { &[] }, true);
                 }
             }
             Step::KeepaliveStale => {
