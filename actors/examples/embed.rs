@@ -71,6 +71,7 @@ fn arg(flag: &str) -> Option<String> {
 /// warden with the real Kite adapter against a Kite mock broker, in real time.
 fn kite_mock(base_url: String, request_token: String) {
     use warden_adapters::broker::{ApiRequest, HttpClient, HttpSettings, Kite, KiteSettings};
+    use warden_engine::limits::Route;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let http = HttpClient::new(HttpSettings::default()).expect("http client");
@@ -86,7 +87,7 @@ fn kite_mock(base_url: String, request_token: String) {
         let session =
             warden.open(SessionSpec::new(id, kite.clone()).with_credentials(credentials)).await.expect("open");
         let quote = session
-            .execute(Idempotency::Idempotent, |lease| {
+            .execute_at(Route::new("GET", "/quote"), Idempotency::Idempotent, |lease| {
                 let request = ApiRequest::get(format!("{}?i=NSE:INFY", kite.api_url("quote")));
                 let (kite, now) = (kite.clone(), clock.now());
                 async move { kite.send(now, &lease.grant, request).await }
@@ -107,7 +108,7 @@ fn kite_mock(base_url: String, request_token: String) {
         ];
         let form: Vec<(String, String)> = form.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let order = session
-            .execute(Idempotency::NonIdempotent, |lease| {
+            .execute_at(Route::new("POST", "/orders/regular"), Idempotency::NonIdempotent, |lease| {
                 let request = ApiRequest::post(kite.api_url("orders/regular")).form(form.clone());
                 let (kite, now) = (kite.clone(), clock.now());
                 async move { kite.send(now, &lease.grant, request).await }

@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use warden_engine::limits::Route;
 use warden_engine::retry::{AfterFailure, FailedCall, after_failure};
 use warden_engine::{
     BrokerError, Credentials, ErrorClass, Generation, Idempotency, Policy, RequestError, Secret, SessionId,
@@ -29,6 +30,7 @@ use warden_engine::{
 
 use crate::errors::{ExecuteError, TokenError};
 use crate::lease::LeaseGuard;
+use crate::ratelimit::{limiter_told, limiters_for};
 use crate::session_actor::{ACTOR_GRACE, SessionMsg};
 use crate::shared::{Counters, SessionShared, SessionStats, SessionStatus, WardenEventKind};
 
@@ -170,7 +172,58 @@ impl SessionHandle {
     /// [`ExecuteError::FreshTokenRefused`] without another login. A call that is not idempotent and got no
     /// answer, or a gateway's 500/502/504, comes back as [`ExecuteError::OutcomeUnknown`]. Any other error
     /// is returned as it is ([`ExecuteError::Broker`]); it never changes the session's state.
-    pub async fn execute<T, F, Fut>(&self, idempotency: Idempotency, mut op: F) -> Result<T, ExecuteError>
+    pub async fn execute<T, F, Fut>(&self, idempotency: Idempotency, op: F) -> Result<T, ExecuteError>
+    where
+        F: FnMut(LeaseGuard) -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        self.run(None, idempotency, op).await
+    }
+
+    /// [`SessionHandle::execute`] for a call on `route` (its HTTP method and path): besides the
+    /// account's request rate, each attempt also waits for the limit of every endpoint class of the
+    /// broker that the route falls in (`Broker::endpoint_limits`: Saxo's one order a second per
+    /// session, IBKR's `/tickle` once a second), within the same `request_timeout`. After each attempt,
+    /// what the broker's answer said about the allowance left (`Broker::reported_allowance`) and a 429's
+    /// `Retry-After` are told to the limiter of the route's class (or the account's), so requests the
+    /// broker counted from elsewhere are respected too.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: warden_actors::SessionHandle, saxo: warden_adapters::broker::saxo::Saxo) {
+    /// use warden_adapters::broker::ApiRequest;
+    /// use warden_engine::{Idempotency, limits::Route};
+    ///
+    /// let url = "https://gateway.saxobank.com/sim/openapi/trade/v2/orders";
+    /// let route = Route::new("POST", "/sim/openapi/trade/v2/orders");
+    /// let body = serde_json::json!({"Amount": 1});
+    /// let answer = handle
+    ///     .execute_at(route, Idempotency::NonIdempotent, |lease| {
+    ///         let request = ApiRequest::post(url).json(body.clone());
+    ///         let saxo = &saxo;
+    ///         async move { saxo.send(warden_engine::UnixMs::from_millis(0), &lease.grant, request).await }
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn execute_at<T, F, Fut>(
+        &self,
+        route: Route<'_>,
+        idempotency: Idempotency,
+        op: F,
+    ) -> Result<T, ExecuteError>
+    where
+        F: FnMut(LeaseGuard) -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        self.run(Some(route), idempotency, op).await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        route: Option<Route<'_>>,
+        idempotency: Idempotency,
+        mut op: F,
+    ) -> Result<T, ExecuteError>
     where
         F: FnMut(LeaseGuard) -> Fut,
         Fut: Future<Output = Result<T, BrokerError>>,
@@ -180,13 +233,23 @@ impl SessionHandle {
         let mut rejected: Option<Generation> = None;
         loop {
             let deadline = self.shared.clock.monotonic_now() + policy.request_timeout;
-            let lease = self.lease_for_call(rejected, deadline).await?;
+            let lease = self.lease_for_call(rejected, deadline, route).await?;
             let (generation, issued_at) = (lease.generation, lease.grant.issued_at);
-            let error = match op(lease).await {
+            let grant = route.map(|_| lease.grant.clone());
+            let result = op(lease).await;
+            if let (Some(route), Some(grant)) = (route, &grant) {
+                self.tell_allowance(grant, route);
+            }
+            let error = match result {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             let class = self.shared.broker.classify(&error);
+            if let ErrorClass::RateLimited { retry_after: Some(wait) } = class
+                && let Some(limiter) = limiter_told(&self.shared.class_limiters, self.shared.limiter.as_ref(), route)
+            {
+                limiter.observe(0, self.shared.clock.monotonic_now() + wait);
+            }
             let grant_age = self.shared.clock.now().saturating_duration_since(issued_at);
             let call = FailedCall { class, delivery: error.delivery, idempotency, retries_done: retries, grant_age };
             let decision = after_failure(&call, policy);
@@ -224,21 +287,41 @@ impl SessionHandle {
         &self,
         rejected: Option<Generation>,
         deadline: Instant,
+        route: Option<Route<'_>>,
     ) -> Result<LeaseGuard, ExecuteError> {
         loop {
             let lease = self.token_within(rejected, deadline).await?;
-            let Some(limiter) = &self.shared.limiter else { return Ok(lease) };
-            if !limiter.acquire(deadline).await {
-                return Err(ExecuteError::RateLimited {
-                    account: limiter.account().to_owned(),
-                    request_timeout: self.shared.policy.request_timeout,
-                });
+            for limiter in limiters_for(&self.shared.class_limiters, self.shared.limiter.as_ref(), route) {
+                if !limiter.acquire(deadline).await {
+                    return Err(ExecuteError::RateLimited {
+                        account: limiter.account().to_owned(),
+                        request_timeout: self.shared.policy.request_timeout,
+                    });
+                }
+            }
+            if self.shared.limiter.is_none() && route.is_none() {
+                return Ok(lease);
             }
             if self.shared.is_current(&lease, self.shared.clock.now()) {
                 return Ok(lease);
             }
             Counters::bump(&self.shared.counters.stale_after_wait);
         }
+    }
+
+    /// Tells the limiter concerned what the broker's last answer to a call with `grant` on `route` said
+    /// about the allowance left.
+    fn tell_allowance(&self, grant: &warden_engine::Grant, route: Route<'_>) {
+        let Some(allowance) = self.shared.broker.reported_allowance(grant, route) else { return };
+        let Some(limiter) = limiter_told(&self.shared.class_limiters, self.shared.limiter.as_ref(), Some(route)) else {
+            return;
+        };
+        let (now, resets_at) = (self.shared.clock.now(), allowance.resets_at());
+        if resets_at <= now {
+            return;
+        }
+        let left = resets_at.saturating_duration_since(now);
+        limiter.observe(allowance.remaining, self.shared.clock.monotonic_now() + left);
     }
 
     /// Tells the session that the broker rejected a call made with `generation` (fire and forget).

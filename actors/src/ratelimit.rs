@@ -48,11 +48,12 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use warden_engine::Rate;
+use warden_engine::limits::{EndpointLimit, Route};
 
 use crate::clock::Clock;
 
@@ -186,10 +187,55 @@ impl AccountLimiter {
         }
     }
 
+    /// The broker said that only `remaining` more requests fit before `resets_at` (its `X-RateLimit-*`
+    /// headers, or a 429's `Retry-After` with nothing left): requests it counted from elsewhere (another
+    /// platform, another process) are then respected here too. With nothing left, no request goes before
+    /// `resets_at`. With some left, the log counts the window's other requests as made now (at most one
+    /// window ahead: a longer reset cannot be held by fewer than all of them). An allowance larger than
+    /// the log's own room, or a reset already past, changes nothing.
+    pub fn observe(&self, remaining: u64, resets_at: Instant) {
+        let now = self.clock.monotonic_now();
+        self.lock().observe(now, remaining, resets_at);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Schedule> {
         // Nothing panics while holding the lock; a poisoned one still holds a consistent schedule.
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The largest `max` an endpoint class's limiter keeps a log for. A class that allows more per window
+/// (Saxo's 10 million requests a day per application) is left to the broker's allowance headers and the
+/// account's limit: its log would hold that many instants.
+pub const MAX_CLASS_LOG: u32 = 10_000;
+
+/// The limiter of one endpoint class of a session's broker (one per session, or one per account for
+/// classes that count the whole application or user).
+#[derive(Debug)]
+pub(crate) struct ClassLimiter {
+    pub(crate) limit: EndpointLimit,
+    pub(crate) limiter: Arc<AccountLimiter>,
+}
+
+/// Every limiter a call on `route` must pass, the tightest classes first and the account's last (it
+/// is the one most calls share: no slot of it is held while a class waits).
+pub(crate) fn limiters_for<'a>(
+    classes: &'a [ClassLimiter],
+    account: Option<&'a Arc<AccountLimiter>>,
+    route: Option<Route<'a>>,
+) -> impl Iterator<Item = &'a Arc<AccountLimiter>> + 'a {
+    let classes = classes.iter().filter(move |c| route.is_some_and(|r| c.limit.matches(r)));
+    classes.map(|c| &c.limiter).chain(account)
+}
+
+/// The limiter that what the broker says about a call on `route` concerns: its first class's (the one
+/// an adapter files the answer's allowance under), else the account's.
+pub(crate) fn limiter_told<'a>(
+    classes: &'a [ClassLimiter],
+    account: Option<&'a Arc<AccountLimiter>>,
+    route: Option<Route<'_>>,
+) -> Option<&'a Arc<AccountLimiter>> {
+    route.and_then(|r| classes.iter().find(|c| c.limit.matches(r))).map(|c| &c.limiter).or(account)
 }
 
 /// A waiter's place in the queue: leaves it if the waiting future is dropped.
@@ -254,6 +300,8 @@ struct Schedule {
     waiting: VecDeque<Waiter>,
     /// The latest turn given so far: a newcomer never goes before it (first come, first served).
     latest_turn: Option<Instant>,
+    /// The broker said nothing is left until then: no admission before it.
+    held_until: Option<Instant>,
     next_ticket: u64,
 }
 
@@ -269,14 +317,42 @@ impl Schedule {
             admitted: VecDeque::with_capacity(max.min(PREALLOCATE_MAX)),
             waiting: VecDeque::new(),
             latest_turn: None,
+            held_until: None,
             next_ticket: 0,
         }
     }
 
-    /// The earliest instant at which the log has room for one more admission (`None`: now).
+    /// The earliest instant at which the log has room for one more admission and no hold lasts
+    /// (`None`: now).
     fn log_frees_at(&self) -> Option<Instant> {
-        let full = self.admitted.len().checked_sub(self.max)?;
-        Some(self.admitted[full] + self.window)
+        let full = self.admitted.len().checked_sub(self.max).map(|i| self.admitted[i] + self.window);
+        match (full, self.held_until) {
+            (Some(f), Some(h)) => Some(f.max(h)),
+            (f, h) => f.or(h),
+        }
+    }
+
+    /// See [`AccountLimiter::observe`].
+    fn observe(&mut self, now: Instant, remaining: u64, resets_at: Instant) {
+        if resets_at <= now {
+            return;
+        }
+        if remaining == 0 {
+            self.held_until = Some(self.held_until.map_or(resets_at, |h| h.max(resets_at)));
+            return;
+        }
+        let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+        let used = self.max.saturating_sub(remaining);
+        // Only the admissions still in their window count; the others no longer matter to anyone.
+        let window = self.window;
+        self.admitted.retain(|t| *t + window > now);
+        // A request the broker counted and this log did not: as if made now, or when its window ends
+        // at the reset if that is sooner.
+        let ghost = resets_at.checked_sub(window).map_or(now, |g| g.min(now));
+        while self.admitted.len() < used {
+            let at = self.admitted.partition_point(|t| *t <= ghost);
+            self.admitted.insert(at, ghost);
+        }
     }
 
     /// A request arrives at `now`: let it through, queue it with its turn, or refuse it.
@@ -317,6 +393,9 @@ impl Schedule {
         let mut turn = now;
         if let Some(kth) = kth_latest {
             turn = turn.max(kth.checked_add(self.window)?);
+        }
+        if let Some(held) = self.held_until {
+            turn = turn.max(held);
         }
         if let Some(latest) = self.latest_turn {
             turn = turn.max(latest);
@@ -380,8 +459,6 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tokio::task::JoinSet;
     use warden_engine::UnixMs;
     use warden_engine::rng::SplitMix64;
@@ -669,5 +746,48 @@ mod tests {
         let outcomes = drive(&limiter, clock.clone(), &[Duration::ZERO; 3]).await;
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         assert_eq!(busiest_window(&outcomes, SECOND), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_left_at_the_broker_holds_every_request_until_its_reset() {
+        let clock = clock();
+        let limiter = limiter(10, SECOND, clock.clone());
+        let start = clock.monotonic_now();
+        limiter.observe(0, start + Duration::from_secs(5));
+        let outcomes = drive(&limiter, clock.clone(), &[Duration::ZERO; 3]).await;
+        let offsets: Vec<Duration> = outcomes.iter().map(|o| o.admitted_at().unwrap() - start).collect();
+        // None before the reset; then the backlog drains at the limiter's pace (a window / max apart).
+        let pace = (SECOND + WINDOW_SLACK) / 10;
+        let expected: Vec<Duration> = (0..3u32).map(|i| ceil_ms(Duration::from_secs(5) + pace * i)).collect();
+        assert_eq!(offsets, expected);
+        // A reset already past, or an allowance wider than the log's room, changes nothing.
+        limiter.observe(0, start);
+        limiter.observe(100, clock.monotonic_now() + SECOND);
+        let later = clock.monotonic_now();
+        let outcomes = drive(&limiter, clock.clone(), &[Duration::ZERO; 7]).await;
+        assert!(outcomes.iter().all(|o| o.admitted_at() == Some(later)), "seven more fit in the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_the_broker_counted_from_elsewhere_takes_room_in_the_window() {
+        let clock = clock();
+        let limiter = limiter(10, SECOND, clock.clone());
+        let start = clock.monotonic_now();
+        // Two requests of ours went; the broker says 3 are left (so 5 came from elsewhere), its
+        // window resetting in 400 ms.
+        let ours = drive(&limiter, clock.clone(), &[Duration::ZERO; 2]).await;
+        assert!(ours.iter().all(|o| o.admitted_at() == Some(start)));
+        limiter.observe(3, start + Duration::from_millis(400));
+        let outcomes = drive(&limiter, clock.clone(), &[Duration::ZERO; 6]).await;
+        let now_admitted = outcomes.iter().filter(|o| o.admitted_at() == Some(start)).count();
+        assert_eq!(now_admitted, 3, "only what the broker has left goes at once");
+        // The others wait until the counted requests' window ends (at the reset, 400 ms, plus slack).
+        let first_later = outcomes.iter().filter_map(Outcome::admitted_at).filter(|t| *t > start).min().unwrap();
+        assert!(first_later - start >= Duration::from_millis(400), "{:?}", first_later - start);
+        assert!(first_later - start <= Duration::from_millis(402), "{:?}", first_later - start);
+        // Observing the same allowance again counts nothing twice.
+        let before = limiter.lock().admitted.len();
+        limiter.observe(3, start + Duration::from_millis(400));
+        assert_eq!(limiter.lock().admitted.len(), before);
     }
 }

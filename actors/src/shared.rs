@@ -16,7 +16,7 @@ use warden_engine::{
 use crate::clock::Clock;
 use crate::lease::LeaseCell;
 use crate::message::SessionMsg;
-use crate::ratelimit::AccountLimiter;
+use crate::ratelimit::{AccountLimiter, ClassLimiter};
 
 /// A session's status, as `subscribe()` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -217,6 +217,8 @@ pub(crate) struct SessionShared {
     pub(crate) policy: Policy,
     pub(crate) credentials: Mutex<Credentials>,
     pub(crate) limiter: Option<Arc<AccountLimiter>>,
+    /// The limiters of the broker's endpoint classes (see `SessionHandle::execute_at`).
+    pub(crate) class_limiters: Box<[ClassLimiter]>,
     pub(crate) seed: u64,
     pub(crate) counters: Counters,
     pub(crate) closed: AtomicBool,

@@ -29,13 +29,14 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, oneshot, watch};
+use warden_engine::limits::LimitScope;
 use warden_engine::{Broker, Credentials, Generation, Policy, SessionId, StateKind, Store, StoreError, UnixMs};
 
 use crate::clock::Clock;
 use crate::errors::WardenError;
 use crate::handle::SessionHandle;
 use crate::lease::LeaseCell;
-use crate::ratelimit::AccountLimiter;
+use crate::ratelimit::{AccountLimiter, ClassLimiter};
 use crate::session_actor::SessionArgs;
 use crate::shared::{Counters, Env, SessionShared, SessionStatus, WardenEvent};
 use crate::supervisor::{Supervisor, SupervisorMsg};
@@ -269,6 +270,40 @@ impl Warden {
         self.inner.env.events.subscribe()
     }
 
+    /// The limiters of the endpoint classes `spec`'s broker declares: one per session for a
+    /// session's limit (kept across a close and a reopen), one per account for an application's or a
+    /// user's. Classes allowing more than [`crate::ratelimit::MAX_CLASS_LOG`] per window are left to
+    /// the broker's allowance headers.
+    fn class_limiters(
+        &self,
+        id: &SessionId,
+        account: Option<&str>,
+        broker: &dyn Broker,
+        policy: &Policy,
+    ) -> Box<[ClassLimiter]> {
+        let account = account.map_or_else(|| id.to_string(), str::to_owned);
+        let mut limiters = self.inner.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut classes = Vec::new();
+        for limit in broker.endpoint_limits() {
+            if limit.max > crate::ratelimit::MAX_CLASS_LOG {
+                continue;
+            }
+            let name = match limit.scope {
+                LimitScope::Session => format!("session {id} · {}", limit.class),
+                _ => format!("{account} · {}", limit.class),
+            };
+            let limiter = limiters
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    let limiter = AccountLimiter::new(name, limit.rate(), self.inner.env.clock.clone());
+                    Arc::new(limiter.with_network_jitter(policy.network_jitter))
+                })
+                .clone();
+            classes.push(ClassLimiter { limit: *limit, limiter });
+        }
+        classes.into_boxed_slice()
+    }
+
     /// The handle of an open session.
     pub fn session(&self, id: &SessionId) -> Option<SessionHandle> {
         let sessions = self.inner.sessions.lock().ok()?;
@@ -294,6 +329,7 @@ impl Warden {
                 })
                 .clone()
         });
+        let class_limiters = self.class_limiters(&spec.id, spec.account.as_deref(), spec.broker.as_ref(), &policy);
         let now = self.inner.env.clock.now();
         if let Some(detail) = spec
             .broker
@@ -321,6 +357,7 @@ impl Warden {
             policy,
             credentials: Mutex::new(spec.credentials),
             limiter,
+            class_limiters,
             seed: spec.seed,
             counters: Counters::default(),
             closed: AtomicBool::new(false),

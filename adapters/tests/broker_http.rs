@@ -116,7 +116,7 @@ async fn saxo_cycle() -> Vec<String> {
     let answer = saxo.send(later, &fresh, ApiRequest::get(url.clone())).await.expect("balances");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.allowance.tightest().and_then(|w| w.remaining), Some(119));
-    let observed = saxo.http().allowances().latest("saxo", "port").expect("filed under port");
+    let observed = saxo.http().allowances().latest("saxo", "port", Some(&fresh)).expect("filed under port");
     assert_eq!(observed.at, later);
 
     // The old token is refused: an expiry.

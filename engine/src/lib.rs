@@ -36,6 +36,7 @@ pub mod event;
 pub mod grant;
 pub mod ids;
 pub mod kinds;
+pub mod limits;
 pub mod policy;
 pub mod ports;
 pub mod ratelimit;

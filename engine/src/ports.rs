@@ -171,6 +171,25 @@ pub trait Broker: Send + Sync + 'static {
         None
     }
 
+    /// The broker's published request limits per endpoint class (Saxo: one order a second per session).
+    /// The runtime limits every class a call's [`crate::limits::Route`] falls in (see
+    /// `SessionHandle::execute_at`), besides the policy's account-wide `request_rate`. Empty by default.
+    fn endpoint_limits(&self) -> &[crate::limits::EndpointLimit] {
+        &[]
+    }
+
+    /// What the broker said, in its last answer to a call made with `grant` on `route`'s class, about
+    /// the allowance left (its `X-RateLimit-*` headers), so that the runtime's limiter also respects what
+    /// the broker counted from elsewhere. `None` (the default) when it said nothing.
+    fn reported_allowance(
+        &self,
+        grant: &Grant,
+        route: crate::limits::Route<'_>,
+    ) -> Option<crate::limits::ServerAllowance> {
+        let _ = (grant, route);
+        None
+    }
+
     /// A full login.
     fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>>;
 

@@ -26,7 +26,7 @@ use warden_engine::{BrokerError, BrokerRequest, Delivery, Grant, UnixMs};
 
 use super::headers::{RateAllowance, retry_after};
 use super::json::{self, WireError};
-use super::limits::{EndpointLimit, classify};
+use super::limits::{EndpointLimit, Route, ServerAllowance, classify};
 use super::{AdapterError, codes};
 
 /// The default largest response body read: 10 MiB.
@@ -65,32 +65,89 @@ pub struct ObservedAllowance {
     pub allowance: RateAllowance,
 }
 
-/// The latest remaining allowance per broker and endpoint class (`("saxo", "orders")`); requests that
-/// fall in no class are filed under `"other"`. Responses without rate-limit headers change nothing.
-#[derive(Debug, Default)]
+/// How many observations an [`AllowanceBook`] keeps; past it, the oldest are dropped.
+pub const ALLOWANCE_BOOK_CAPACITY: usize = 1_024;
+
+/// Whose calls an observation counts: a grant, known only by a keyed hash of its access token (the key
+/// is random per book, so the hash says nothing outside the process), or no grant (logins, refreshes).
+type GrantKey = Option<u64>;
+
+/// The latest remaining allowance per broker, endpoint class (`("saxo", "orders")`; requests in no class
+/// are filed under `"other"`) and grant: two sessions of one broker that share a client do not see each
+/// other's allowance. Responses without rate-limit headers change nothing. At most
+/// [`ALLOWANCE_BOOK_CAPACITY`] entries are kept, the oldest dropped first.
+#[derive(Default)]
 pub struct AllowanceBook {
-    latest: Mutex<BTreeMap<(String, String), ObservedAllowance>>,
+    hasher: std::hash::RandomState,
+    latest: Mutex<BTreeMap<(String, String, GrantKey), ObservedAllowance>>,
+}
+
+impl fmt::Debug for AllowanceBook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllowanceBook").field("entries", &self.lock().len()).finish_non_exhaustive()
+    }
 }
 
 impl AllowanceBook {
-    /// Files what a response of `class` said at `at`.
-    pub fn record(&self, broker: &str, class: &str, at: UnixMs, allowance: RateAllowance) {
+    /// Files what a response of `class` said at `at`, for the calls made with `grant` (`None`: calls
+    /// without one, such as logins).
+    pub fn record(&self, broker: &str, class: &str, grant: Option<&Grant>, at: UnixMs, allowance: RateAllowance) {
         if allowance.is_empty() {
             return;
         }
-        let mut latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        latest.insert((broker.to_owned(), class.to_owned()), ObservedAllowance { at, allowance });
+        let key = (broker.to_owned(), class.to_owned(), self.key_of(grant));
+        let mut latest = self.lock();
+        latest.insert(key, ObservedAllowance { at, allowance });
+        while latest.len() > ALLOWANCE_BOOK_CAPACITY {
+            let Some(oldest) = latest.iter().min_by_key(|(_, seen)| seen.at).map(|(key, _)| key.clone()) else { break };
+            latest.remove(&oldest);
+        }
     }
 
-    /// What `class` of `broker` reported last.
-    pub fn latest(&self, broker: &str, class: &str) -> Option<ObservedAllowance> {
-        let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        latest.get(&(broker.to_owned(), class.to_owned())).cloned()
+    /// What `class` of `broker` reported last to calls made with `grant`.
+    pub fn latest(&self, broker: &str, class: &str, grant: Option<&Grant>) -> Option<ObservedAllowance> {
+        self.lock().get(&(broker.to_owned(), class.to_owned(), self.key_of(grant))).cloned()
     }
 
-    /// Everything filed, by broker and class.
+    /// The latest report of every broker and class, whichever grant it came with.
     pub fn all(&self) -> BTreeMap<(String, String), ObservedAllowance> {
-        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let mut all: BTreeMap<(String, String), ObservedAllowance> = BTreeMap::new();
+        for ((broker, class, _), seen) in self.lock().iter() {
+            let entry = all.entry((broker.clone(), class.clone())).or_insert_with(|| seen.clone());
+            if seen.at > entry.at {
+                *entry = seen.clone();
+            }
+        }
+        all
+    }
+
+    /// The allowance left in the tightest window (fewest requests left, with a known reset) that the
+    /// last answer to a call with `grant` in `route`'s class reported, for the runtime's limiter.
+    pub fn reported(
+        &self,
+        broker: &str,
+        table: &[EndpointLimit],
+        grant: &Grant,
+        route: Route<'_>,
+    ) -> Option<ServerAllowance> {
+        let class = classify(table, route).map_or("other", |limit| limit.class);
+        let seen = self.latest(broker, class, Some(grant))?;
+        let window = seen
+            .allowance
+            .windows
+            .iter()
+            .filter(|w| w.remaining.is_some() && w.reset_after.is_some())
+            .min_by_key(|w| w.remaining)?;
+        Some(ServerAllowance { at: seen.at, remaining: window.remaining?, reset_after: window.reset_after? })
+    }
+
+    fn key_of(&self, grant: Option<&Grant>) -> GrantKey {
+        use std::hash::BuildHasher;
+        grant.map(|g| self.hasher.hash_one(g.access_token.expose()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String, GrantKey), ObservedAllowance>> {
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -172,7 +229,7 @@ impl HttpClient {
         }
         tracing::debug!(broker = endpoint.broker, method = %endpoint.method, path = %endpoint.path, status, bytes = body.len(), "response");
         let allowance = RateAllowance::from_header_map(&headers, now);
-        self.allowances.record(endpoint.broker, endpoint.class.unwrap_or("other"), now, allowance);
+        self.allowances.record(endpoint.broker, endpoint.class.unwrap_or("other"), None, now, allowance);
         Ok(RawResponse { status, headers, body })
     }
 
@@ -232,7 +289,7 @@ impl Endpoint {
     /// The endpoint of a request to `url`, classed by `table`.
     pub fn new(broker: &'static str, method: Method, url: &Url, table: &[EndpointLimit]) -> Endpoint {
         let path = url.path().to_owned();
-        let class = classify(table, method.as_str(), &path).map(|limit| limit.class);
+        let class = classify(table, Route::new(method.as_str(), &path)).map(|limit| limit.class);
         Endpoint { broker, method, path, class }
     }
 }
@@ -463,6 +520,18 @@ pub(crate) struct Wire {
     pub(crate) read_error: ErrorReader,
 }
 
+impl Wire {
+    /// `Broker::reported_allowance` for an adapter on `http`.
+    pub(crate) fn reported_allowance(
+        &self,
+        http: &HttpClient,
+        grant: &Grant,
+        route: Route<'_>,
+    ) -> Option<ServerAllowance> {
+        http.allowances().reported(self.name, self.limits, grant, route)
+    }
+}
+
 /// How an adapter puts a grant on a request (its `Broker::authorize`, or a variant of it).
 pub(crate) type Authorize<'a> = &'a (dyn Fn(&Grant, &mut BrokerRequest) -> Result<(), BrokerError> + Sync);
 
@@ -503,11 +572,13 @@ pub(crate) async fn send_authorized(
             .body(form_urlencode(&pairs)),
     };
     let raw = http.exchange(now, &endpoint, builder).await?;
+    // Filed for the grant whatever the answer: a 429 says the most about what is left.
+    let allowance = RateAllowance::from_header_map(&raw.headers, now);
+    http.allowances.record(endpoint.broker, endpoint.class.unwrap_or("other"), Some(grant), now, allowance.clone());
     if let Some(mut error) = (wire.read_error)(&endpoint, &raw, now) {
         error.message = scrub(&error.message, &grant_secrets(grant));
         return Err(error);
     }
-    let allowance = RateAllowance::from_header_map(&raw.headers, now);
     Ok(ApiResponse { status: raw.status, headers: raw.headers, body: raw.body, allowance })
 }
 

@@ -29,7 +29,7 @@ use super::http::{
     send_authorized, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
-use super::limits::{EndpointLimit, LimitScope};
+use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
 use super::{AdapterError, classify_adapter_code, codes, credential, join_url, parse_base_url};
 
 /// Its name in logs and errors.
@@ -250,6 +250,14 @@ impl Kite {
 impl Broker for Kite {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn endpoint_limits(&self) -> &[EndpointLimit] {
+        KITE_LIMITS
+    }
+
+    fn reported_allowance(&self, grant: &Grant, route: Route<'_>) -> Option<ServerAllowance> {
+        WIRE.reported_allowance(&self.http, grant, route)
     }
 
     fn capabilities(&self) -> Capabilities {

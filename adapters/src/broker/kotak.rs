@@ -32,7 +32,7 @@ use super::http::{
     wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
-use super::limits::{EndpointLimit, LimitScope};
+use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
 use super::totp::{base32_decode, totp};
 use super::{AdapterError, classify_adapter_code, codes, credential, join_url, parse_base_url};
 
@@ -333,6 +333,14 @@ impl KotakNeo {
 impl Broker for KotakNeo {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn endpoint_limits(&self) -> &[EndpointLimit] {
+        KOTAK_LIMITS
+    }
+
+    fn reported_allowance(&self, grant: &Grant, route: Route<'_>) -> Option<ServerAllowance> {
+        WIRE.reported_allowance(&self.http, grant, route)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -41,7 +41,7 @@ use super::http::{
     send_authorized, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
-use super::limits::EndpointLimit;
+use super::limits::{EndpointLimit, Route, ServerAllowance};
 use super::{AdapterError, classify_default, credential, parse_base_url};
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -297,6 +297,14 @@ pub const OAUTH2_LIMITS: &[EndpointLimit] = &[];
 impl Broker for OAuth2ClientCredentials {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn endpoint_limits(&self) -> &[EndpointLimit] {
+        OAUTH2_LIMITS
+    }
+
+    fn reported_allowance(&self, grant: &Grant, route: Route<'_>) -> Option<ServerAllowance> {
+        WIRE.reported_allowance(&self.http, grant, route)
     }
 
     fn capabilities(&self) -> Capabilities {

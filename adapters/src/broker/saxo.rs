@@ -30,7 +30,7 @@ use super::http::{
     ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
 };
 use super::json::{Obj, clean_text};
-use super::limits::{EndpointLimit, LimitScope};
+use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
 use super::oauth2::{self, ClientAuth, TokenResponse, request_token, token_form};
 use super::{AdapterError, codes, credential, join_url, parse_base_url};
 
@@ -266,6 +266,14 @@ impl Broker for Saxo {
         NAME
     }
 
+    fn endpoint_limits(&self) -> &[EndpointLimit] {
+        SAXO_LIMITS
+    }
+
+    fn reported_allowance(&self, grant: &Grant, route: Route<'_>) -> Option<ServerAllowance> {
+        WIRE.reported_allowance(&self.http, grant, route)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { refresh: true, keepalive: false }
     }
@@ -362,7 +370,9 @@ mod tests {
 
     #[test]
     fn limits_classify_requests() {
-        let c = |m: &str, p: &str| super::super::limits::classify(SAXO_LIMITS, m, p).map(|l| l.class);
+        let c = |m: &str, p: &str| {
+            super::super::limits::classify(SAXO_LIMITS, super::super::limits::Route::new(m, p)).map(|l| l.class)
+        };
         assert_eq!(c("DELETE", "/openapi/trade/v2/orders/123"), Some("orders"));
         assert_eq!(c("GET", "/openapi/port/v1/balances/me"), Some("port"));
         assert_eq!(c("GET", "/openapi/trade/v1/infoprices"), Some("trade"));

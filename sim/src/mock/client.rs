@@ -21,6 +21,7 @@ use warden_adapters::broker::{
     AdapterError, ApiRequest, ApiResponse, ClientAuth, HttpClient, Ibkr, IbkrSettings, Kite, KiteSettings, KotakNeo,
     KotakSettings, OAuth2ClientCredentials, OAuth2Settings, Saxo, SaxoSettings,
 };
+use warden_engine::limits::Route;
 use warden_engine::{Broker, BrokerError, Credentials, Grant, UnixMs};
 
 use super::MockBroker;
@@ -217,6 +218,23 @@ impl MockClient {
                 "symbol": "ACME", "side": "buy", "quantity": 1, "client_order_id": client_order_id,
             })),
         })
+    }
+
+    /// The route of [`MockClient::quote`] (`idempotent`) or [`MockClient::order`]: its method and path,
+    /// for `SessionHandle::execute_at` (the account id and the query do not matter to a class).
+    pub fn route(&self, idempotent: bool) -> Route<'static> {
+        match (&self.adapter, idempotent) {
+            (Adapter::Saxo(_), true) => Route::new("GET", "/openapi/trade/v1/infoprices"),
+            (Adapter::Saxo(_), false) => Route::new("POST", "/openapi/trade/v2/orders"),
+            (Adapter::Ibkr(_), true) => Route::new("GET", "/v1/api/iserver/marketdata/snapshot"),
+            (Adapter::Ibkr(_), false) => Route::new("POST", "/v1/api/iserver/account/ACCOUNT/orders"),
+            (Adapter::Kotak(_), true) => Route::new("GET", "/script-details/1.0/quotes/neosymbol/nse_cm%7C11536/all"),
+            (Adapter::Kotak(_), false) => Route::new("POST", "/quick/order/rule/ms/place"),
+            (Adapter::Kite(_), true) => Route::new("GET", "/quote"),
+            (Adapter::Kite(_), false) => Route::new("POST", "/orders/regular"),
+            (Adapter::OAuth2(_), true) => Route::new("GET", "/api/v1/quote"),
+            (Adapter::OAuth2(_), false) => Route::new("POST", "/api/v1/orders"),
+        }
     }
 
     /// The credentials of a session's first login: the account's, plus a person's login code where the

@@ -33,6 +33,7 @@
 
 mod limit;
 mod refusals;
+mod routes;
 mod spec;
 mod stats;
 mod trip;
@@ -51,6 +52,7 @@ use warden_engine::{
 use limit::Limiter;
 use refusals::Refusals;
 pub use refusals::{REFUSALS_KEPT, Refusal};
+pub use routes::route_of;
 pub use spec::{
     Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, Latency, Limit, Lockout, LoginAfterExpiry,
     ModelKind, Outage, OutageMode, RateLimit, RejectionForm, TokenExpiry, WeeklyReset, Window, window_at,
@@ -248,6 +250,8 @@ struct State {
 
 struct Inner {
     spec: BrokerSpec,
+    /// The endpoint classes it declares to warden (from the spec's order and endpoint limits).
+    limits: Box<[warden_engine::limits::EndpointLimit]>,
     label: String,
     state: Mutex<State>,
 }
@@ -312,7 +316,8 @@ impl BrokerModel {
             refusals: Refusals::default(),
             stats: ModelStats::default(),
         };
-        BrokerModel { inner: Arc::new(Inner { spec, label: label.into(), state: Mutex::new(state) }) }
+        let limits = routes::endpoint_limits(&spec);
+        BrokerModel { inner: Arc::new(Inner { spec, limits, label: label.into(), state: Mutex::new(state) }) }
     }
 
     /// The rules this model enforces.
@@ -893,6 +898,10 @@ impl Broker for BrokerModel {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.spec.capabilities()
+    }
+
+    fn endpoint_limits(&self) -> &[warden_engine::limits::EndpointLimit] {
+        &self.inner.limits
     }
 
     fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>> {

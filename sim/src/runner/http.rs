@@ -5,11 +5,13 @@
 //! The models are the same values the virtual transport uses — the mock judges each wire call on them
 //! — so the report's broker-side counts mean the same. The workload's requests are the broker's quote
 //! (an idempotent mix entry) or its order (a non-idempotent one, with client order id `w<op>`), sent
-//! through the adapter's `send` inside `SessionHandle::execute`. A login that needs a person's code
+//! through the adapter's `send` inside `SessionHandle::execute_at` (with the request's route, so that
+//! warden keeps the adapter's endpoint limits). A login that needs a person's code
 //! (Kite's request token, Saxo's authorization code) gets one code at the start, as if a person had
 //! logged in just before; later ones come from `[operator] login_codes`.
 
 use warden_adapters::broker::{HttpClient, HttpSettings};
+use warden_engine::limits::Route;
 use warden_engine::{BrokerError, Credentials, Grant, UnixMs};
 
 use crate::mock::client::{CLIENT_TIMEOUT, MockClient};
@@ -69,6 +71,11 @@ impl HttpWorld {
             client.order(grant, &format!("w{}", request.op_id))?
         };
         client.send(sent_at, grant, wire).await.map(|_| ())
+    }
+
+    /// The route of session `index`'s quote (`idempotent`) or order, for the runtime's endpoint limits.
+    pub(crate) fn route(&self, index: usize, idempotent: bool) -> Route<'static> {
+        self.clients[index].route(idempotent)
     }
 
     /// Signals every mock to stop (their servers end with the runtime).

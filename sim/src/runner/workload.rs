@@ -346,7 +346,13 @@ impl Workload {
                 }
             }
         };
-        let mut future = Box::pin(async move { handle.execute(idempotency, op).await });
+        // The route the broker counts the request under: the adapter's real path over HTTP, the model's
+        // classes in virtual time; warden keeps the limit of every class it falls in.
+        let route = match &self.world().http {
+            Some(http) => http.route(index, idempotent),
+            None => crate::model::route_of(self.world().models[index].spec(), kind, idempotent),
+        };
+        let mut future = Box::pin(async move { handle.execute_at(route, idempotency, op).await });
         self.shared.totals().issued += 1;
         if let Some(k) = self.shared.totals().by_kind.get_mut(usize::from(kind.0)) {
             k.total += 1;

@@ -1,5 +1,5 @@
 //! Helpers the mock tests share: a mock of a model with short lifetimes (and fast streams), a real-time
-//! warden, a policy for seconds-long tokens, requests through `SessionHandle::execute` and bounded waits.
+//! warden, a policy for seconds-long tokens, requests through `SessionHandle::execute_at` and bounded waits.
 
 #![allow(dead_code)] // each test binary uses a part
 
@@ -104,11 +104,11 @@ pub async fn open(
     warden.open(spec).await.expect("open")
 }
 
-/// A quote through `execute`.
+/// A quote through `execute_at`.
 pub async fn quote(handle: &SessionHandle, client: &MockClient) -> Result<(), ExecuteError> {
     let clock = Clock::system();
     handle
-        .execute(Idempotency::Idempotent, |lease| {
+        .execute_at(client.route(true), Idempotency::Idempotent, |lease| {
             let client = client.clone();
             let clock = clock.clone();
             async move {
@@ -119,12 +119,12 @@ pub async fn quote(handle: &SessionHandle, client: &MockClient) -> Result<(), Ex
         .await
 }
 
-/// An order with a client order id through `execute`.
+/// An order with a client order id through `execute_at`.
 pub async fn order(handle: &SessionHandle, client: &MockClient, client_order_id: &str) -> Result<(), ExecuteError> {
     let clock = Clock::system();
     let id = client_order_id.to_owned();
     handle
-        .execute(Idempotency::NonIdempotent, |lease| {
+        .execute_at(client.route(false), Idempotency::NonIdempotent, |lease| {
             let client = client.clone();
             let clock = clock.clone();
             let id = id.clone();

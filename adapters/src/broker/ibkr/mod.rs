@@ -45,7 +45,7 @@ use super::http::{
     wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
-use super::limits::{EndpointLimit, LimitScope};
+use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
 use super::{AdapterError, classify_adapter_code, codes, credential, join_url, parse_base_url};
 use crate::store::WallClock;
 
@@ -551,6 +551,14 @@ impl Broker for Ibkr {
         NAME
     }
 
+    fn endpoint_limits(&self) -> &[EndpointLimit] {
+        IBKR_LIMITS
+    }
+
+    fn reported_allowance(&self, grant: &Grant, route: Route<'_>) -> Option<ServerAllowance> {
+        WIRE.reported_allowance(&self.http, grant, route)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities { refresh: false, keepalive: true }
     }
@@ -654,7 +662,9 @@ mod tests {
 
     #[test]
     fn limits_classify_requests() {
-        let c = |m: &str, p: &str| super::super::limits::classify(IBKR_LIMITS, m, p).map(|l| l.class);
+        let c = |m: &str, p: &str| {
+            super::super::limits::classify(IBKR_LIMITS, super::super::limits::Route::new(m, p)).map(|l| l.class)
+        };
         assert_eq!(c("POST", "/v1/api/tickle"), Some("tickle"));
         assert_eq!(c("GET", "/v1/api/iserver/account/orders"), Some("orders"));
         assert_eq!(c("POST", "/v1/api/iserver/account/U1/orders"), Some("global"));
