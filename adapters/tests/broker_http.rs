@@ -12,8 +12,8 @@ use base64::Engine as _;
 use common::mock_http::{MockServer, Reply, Seen, field, oauth_header_params, parse_pairs, percent_decode};
 use warden_adapters::broker::ibkr::{self, oauth};
 use warden_adapters::broker::{
-    ApiRequest, BrokerApi, ClientAuth, HttpClient, HttpSettings, Ibkr, IbkrSettings, Kite, KiteSettings, KotakNeo, KotakSettings,
-    OAuth2ClientCredentials, OAuth2Settings, Saxo, SaxoSettings, codes, kite, totp,
+    ApiRequest, BrokerApi, ClientAuth, HttpClient, HttpSettings, Ibkr, IbkrSettings, Kite, KiteSettings, KotakNeo,
+    KotakSettings, OAuth2ClientCredentials, OAuth2Settings, Saxo, SaxoSettings, codes, kite, totp,
 };
 use warden_engine::{Broker, Credentials, Delivery, ErrorClass, Grant, KeepaliveStatus, LoginRequest, Secret, UnixMs};
 

@@ -207,7 +207,10 @@ pub struct PlainApi {
 
 impl std::fmt::Debug for PlainApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlainApi").field("broker", &self.broker.name()).field("base_url", &self.base_url.as_str()).finish()
+        f.debug_struct("PlainApi")
+            .field("broker", &self.broker.name())
+            .field("base_url", &self.base_url.as_str())
+            .finish()
     }
 }
 

@@ -28,8 +28,8 @@ use warden_engine::{
 };
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, RawAnswer, send_authorized, send_authorized_raw,
-    wire_error,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawAnswer, RawResponse, Wire, error_answer, is_success,
+    send_authorized, send_authorized_raw, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
 use super::limits::{EndpointLimit, LimitScope};

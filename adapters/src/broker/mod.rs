@@ -41,7 +41,8 @@ use warden_engine::{BrokerError, Credentials, ErrorClass, Secret};
 pub use api::{BrokerApi, PlainApi};
 pub use headers::{AllowanceWindow, RateAllowance};
 pub use http::{
-    AllowanceBook, ApiRequest, ApiResponse, HttpClient, HttpSettings, ObservedAllowance, RawAnswer, RawResponse, RequestBody,
+    AllowanceBook, ApiRequest, ApiResponse, HttpClient, HttpSettings, ObservedAllowance, RawAnswer, RawResponse,
+    RequestBody,
 };
 pub use ibkr::{Ibkr, IbkrSettings};
 pub use kite::{Kite, KiteSettings};

@@ -27,7 +27,8 @@ use reqwest::{Method, Url};
 use warden_engine::{BoxFuture, Broker, BrokerError, Capabilities, ErrorClass, Grant, LoginRequest, Secret, UnixMs};
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, RawAnswer, send_authorized, send_authorized_raw,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawAnswer, RawResponse, Wire, error_answer, is_success,
+    send_authorized, send_authorized_raw,
 };
 use super::json::{Obj, clean_text};
 use super::limits::{EndpointLimit, LimitScope};
