@@ -166,6 +166,10 @@ async fn run(args: Args) -> bool {
     let mut rss_after_warmup = None;
     let mut rss_max = 0;
     let mut next_rss = started + warmup;
+    // RSS every tenth of the run after the warm-up (a dozen samples, allocated up front).
+    let timeline_every = (total.saturating_sub(warmup) / 10).max(Duration::from_secs(1));
+    let mut timeline: Vec<(u64, u64)> = Vec::with_capacity(16);
+    let mut next_timeline = started + warmup;
     let mut proxied = Histogram::new(0.0, 1_000.0);
     let mut direct = Histogram::new(0.0, 1_000.0);
     let mut paired = Histogram::new(-500.0, 500.0);
@@ -200,6 +204,10 @@ async fn run(args: Args) -> bool {
             rss_after_warmup.get_or_insert(rss);
             rss_max = rss_max.max(rss);
             next_rss = now + Duration::from_secs(1);
+            if now >= next_timeline {
+                timeline.push((now.duration_since(started).as_secs(), rss));
+                next_timeline = now + timeline_every;
+            }
         }
         sent += 1;
         let record = record.clone();
@@ -250,6 +258,7 @@ async fn run(args: Args) -> bool {
         "overhead_p50_ms": round(o50), "overhead_p99_ms": round(o99),
         "rss_after_warmup_kib": rss_start, "rss_end_kib": rss_end, "rss_max_kib": rss_max,
         "rss_growth_pct": round(growth),
+        "rss_timeline_s_kib": timeline,
     });
     println!("{report}");
     if !args.check {

@@ -41,6 +41,9 @@ use warden_engine::{Delivery, Idempotency, RequestError};
 use crate::app::App;
 use crate::view::class_label;
 
+/// The `session` label of proxied calls to a session that is not served.
+pub const UNKNOWN_SESSION_LABEL: &str = "_unknown";
+
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -99,7 +102,9 @@ pub async fn proxy(
     let (session, path) = split(uri.path());
     let response = forward(&app, session, path, method, &uri, headers, body).await;
     let elapsed = app.clock.monotonic_now().saturating_duration_since(started);
-    app.metrics.record_proxy(session, response.status().as_u16(), elapsed);
+    // Only served sessions become labels: made-up names must not grow the metrics without bound.
+    let label = if app.registry.find(session).is_some() { session } else { UNKNOWN_SESSION_LABEL };
+    app.metrics.record_proxy(label, response.status().as_u16(), elapsed);
     response
 }
 

@@ -1,5 +1,8 @@
 //! The listener: plain HTTP or TLS (rustls), HTTP/1.1 and HTTP/2, and a shutdown that drains.
 //!
+//! A connection gets [`HANDSHAKE_TIMEOUT`] for its TLS handshake and [`HEADER_READ_TIMEOUT`] for each
+//! request's headers, so a client that opens connections and sends nothing cannot hold them forever.
+//!
 //! [`Server::run`] accepts connections until its shutdown future completes, then:
 //!
 //! 1. stops accepting (the socket is closed: new connections are refused);
@@ -14,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -23,6 +26,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::TlsFiles;
 use crate::app::App;
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a request's headers (HTTP/1) before the connection is closed.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why the service could not start or run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +120,9 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(address = %local, scheme, sessions = app.registry.len(), "warden serve is listening");
         let graceful = GracefulShutdown::new();
-        let builder = Builder::new(TokioExecutor::new());
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
         tokio::pin!(shutdown);
         loop {
             let (stream, _peer) = tokio::select! {
@@ -134,13 +144,17 @@ impl Server {
             let tls = tls.clone();
             tokio::spawn(async move {
                 let served = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => {
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
                             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                             watcher.watch(connection.into_owned()).await
                         }
-                        Err(error) => {
+                        Ok(Err(error)) => {
                             tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
                             return;
                         }
                     },

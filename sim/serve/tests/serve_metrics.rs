@@ -67,6 +67,9 @@ async fn metrics_parse_and_match_the_status_api() {
     for _ in 0..3 {
         assert_eq!(served.get("/proxy/s1/refused").send().await.unwrap().status(), 403);
     }
+    for name in ["made-up-1", "made-up-2", "made-up-3"] {
+        assert_eq!(served.get(&format!("/proxy/{name}/quotes")).send().await.unwrap().status(), 404);
+    }
     let app = served.service.app().clone();
     let f1 = served.handles[1].clone();
     assert!(eventually(250, || !app.metrics.counters(f1.id()).failures().is_empty()).await);
@@ -115,6 +118,9 @@ async fn metrics_parse_and_match_the_status_api() {
         .map(|s| (s.labels.get("status").unwrap().to_owned(), value(s)))
         .collect();
     assert_eq!(requests, HashMap::from([("200".to_owned(), 7.0), ("403".to_owned(), 3.0)]));
+    assert!(!text.contains("made-up"), "a session that is not served never becomes a label");
+    let unknown = find(&scrape, "warden_proxy_requests_total", &[("session", "_unknown"), ("status", "404")]);
+    assert_eq!(unknown.map(value), Some(3.0), "calls to sessions that are not served count under _unknown");
     let histogram = find(&scrape, "warden_proxy_request_duration_seconds", &[("session", "s1")]).expect("histogram");
     let Value::Histogram(buckets) = &histogram.value else { panic!("{histogram:?}") };
     let total = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
