@@ -8,6 +8,9 @@
 //! - [`Warden`]: build it, `open` sessions, subscribe to `events`, `shutdown`.
 //! - [`SessionHandle`]: `token()` (lock-free while the session is valid), `execute()` (rule 7 retries),
 //!   `subscribe()`, `logout()`, `reset()`, `update_credentials()`, `supply_second_factor()`.
+//! - [`Warden::from_config`]: a `Warden` and its sessions from a `warden.toml` ([`config`]).
+//! - [`stream::Streams`]: WebSockets that follow a session's grant (re-authorised in place or
+//!   reconnected make-before-break, subscriptions replayed, gaps reported, heartbeats kept).
 //! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
 //! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
 //!
@@ -17,6 +20,7 @@
 
 mod catch;
 pub mod clock;
+pub mod config;
 mod errors;
 mod fingerprint;
 mod handle;
@@ -25,13 +29,16 @@ mod message;
 pub mod ratelimit;
 mod session_actor;
 mod shared;
+pub mod stream;
 mod supervisor;
 pub mod testing;
 mod warden;
 
 pub use clock::Clock;
+pub use config::{ConfiguredSpec, FromConfigError, OpenedSession, load_specs};
 pub use errors::{ExecuteError, TokenError, WardenError};
 pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
+pub use stream::{StreamEvent, StreamHandle, StreamSettings, StreamSpec, Streams};
 pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};

@@ -4,6 +4,8 @@
 //! - the [`Broker`] port over HTTP, one adapter per broker ([`broker`]: Saxo, Interactive Brokers,
 //!   Kotak Neo, Zerodha Kite, OAuth 2.0 client credentials), all on one shared [`HttpClient`]; see
 //!   `docs/adapters.md`;
+//! - [`config`]: the `warden.toml` file (store, sessions, adapter settings, credentials by reference) and
+//!   the located, did-you-mean errors shared with the simulator's scenario parser;
 //! - the [`Store`] port: [`SledStore`] keeps session snapshots and transition logs on disk in sled,
 //!   every record encrypted at rest; [`MemoryStore`] keeps them in memory for tests; [`FaultyStore`]
 //!   wraps either and fails writes on demand for the simulator. See [`store`] and `docs/store.md`.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod config;
 pub mod store;
 
 pub use broker::{

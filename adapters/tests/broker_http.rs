@@ -150,6 +150,8 @@ struct IbkrServer {
 
 const IBKR_PREPEND: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const IBKR_ACCESS_TOKEN: &str = "IBKR-ACCESS-TOKEN-1";
+/// The brokerage session's `session` value (the WebSocket cookie) the script's `/tickle` answers.
+const IBKR_WS_SESSION: &str = "ibkr-ws-session-7f3a";
 
 fn ibkr_script(state: Arc<Mutex<IbkrServer>>) -> impl Fn(&Seen) -> Reply + Send + Sync {
     let signature_pem = std::fs::read_to_string(fixture("private_signature.pem")).unwrap();
@@ -217,14 +219,15 @@ fn ibkr_script(state: Arc<Mutex<IbkrServer>>) -> impl Fn(&Seen) -> Reply + Send 
             }
             "/tickle" => {
                 state.tickles += 1;
+                // The first is the login's (it reads `session`), then the keep-alives'.
                 let (authenticated, competing) = match state.tickles {
-                    1 => (true, false),
-                    2 => (false, false),
+                    1 | 2 => (true, false),
+                    3 => (false, false),
                     _ => (true, true),
                 };
                 Reply::json(
                     200,
-                    serde_json::json!({"session":"cookie","ssoExpires":445000,"collission":false,
+                    serde_json::json!({"session":IBKR_WS_SESSION,"ssoExpires":445000,"collission":false,
                         "iserver":{"authStatus":{"authenticated":authenticated,"competing":competing,"connected":true}}}),
                 )
             }
@@ -254,12 +257,16 @@ async fn ibkr_cycle() -> Vec<String> {
     let init = server.request(1);
     assert_eq!(init.path, "/v1/api/iserver/auth/ssodh/init");
     assert_eq!(init.json(), serde_json::json!({"publish":true,"compete":false}));
+    // The login's tickle: its `session` (the WebSocket's `api` cookie) is kept in the grant, as a secret.
+    assert_eq!((server.request(2).method.as_str(), server.request(2).path.as_str()), ("POST", "/v1/api/tickle"));
+    assert_eq!(grant.extras.get("session").map(Secret::expose), Some(IBKR_WS_SESSION));
+    assert!(!format!("{grant:?}").contains(IBKR_WS_SESSION), "the cookie stays out of Debug");
 
     assert_eq!(broker.keepalive(NOW, &grant).await.expect("tickle"), KeepaliveStatus::Alive);
     assert_eq!(broker.keepalive(NOW, &grant).await.expect("tickle"), KeepaliveStatus::Unauthenticated);
     assert_eq!(broker.keepalive(NOW, &grant).await.expect("tickle"), KeepaliveStatus::Competing);
-    assert_eq!(server.request(2).path, "/v1/api/tickle");
-    assert_eq!(server.request(2).method, "POST");
+    assert_eq!(server.request(3).path, "/v1/api/tickle");
+    assert_eq!(server.request(3).method, "POST");
 
     // A signed request with a query string (the server checks the signature over it).
     let url = format!("{}/v1/api/iserver/marketdata/snapshot?conids=265598,8314&fields=31", server.base);
@@ -284,6 +291,7 @@ async fn ibkr_cycle() -> Vec<String> {
         pem_line("private_signature.pem"),
         pem_line("private_encryption.pem"),
         "c3RhbGUtbHN0LXZhbHVlLTE=".to_owned(),
+        IBKR_WS_SESSION.to_owned(),
     ]
 }
 
@@ -320,7 +328,8 @@ async fn ibkr_competing_session_yields_unless_taking_over() {
     assert_eq!(broker.classify(&e), ErrorClass::Competing, "{}", e.message);
     let take_over = LoginRequest { credentials: &creds, second_factor: None, take_over: true };
     broker.login(NOW, take_over).await.expect("a take-over login");
-    assert_eq!(server.seen().last().unwrap().json(), serde_json::json!({"publish":true,"compete":true}));
+    let init = server.seen().into_iter().rfind(|s| s.path.ends_with("/ssodh/init")).unwrap();
+    assert_eq!(init.json(), serde_json::json!({"publish":true,"compete":true}));
 }
 
 #[tokio::test]

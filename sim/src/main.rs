@@ -6,6 +6,9 @@
 //! warden-sim run sim/scenarios --seeds 20           # 20 seeds each, the worst reported
 //! warden-sim run sim/scenarios --quiet --json -     # the reports as JSON on standard output
 //! warden-sim compare sim/scenarios/kotak-neo.toml --policies reactive,proactive,hybrid --html cmp.html
+//! warden-sim mock-broker --broker zerodha --port 8000                # a Kite-compatible mock broker
+//! warden-sim mock-broker --broker ibkr --scenario sim/scenarios/http/ibkr.toml --for 10m
+//! warden-sim gen-creds --broker ibkr ./ibkr-keys                     # client and mock key material
 //! ```
 //!
 //! Tables and the summary go to standard output (to standard error when `--json -` takes standard
@@ -20,10 +23,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use warden_engine::Preset;
-use warden_sim::html;
 use warden_sim::report::{Report, render_comparison, render_table};
 use warden_sim::runner::{ProgressSink, RunOptions, RunOutput, StoreKind, Timeline, run};
 use warden_sim::scenario::Scenario;
+use warden_sim::{html, mock};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +70,48 @@ enum Command {
         /// Print every engine event to standard error as it happens.
         #[arg(long)]
         events: bool,
+    },
+    /// Serve one broker's wire protocol on 127.0.0.1 (a mock broker), with a scenario's faults in real time.
+    MockBroker {
+        /// The broker: saxo, ibkr, kotak-neo (or kotak), zerodha (or kite), oauth2.
+        #[arg(long)]
+        broker: String,
+        /// The port (0: a free one; the first line printed names it).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// A scenario whose `[broker]` the mock plays from its `start`, beginning now.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// A folder with the account the mock accepts (IBKR: the `mock/` folder gen-creds writes;
+        /// others: `account.toml`); without it, the demo account.
+        #[arg(long)]
+        creds: Option<PathBuf>,
+        /// Wait the model's latencies (its round trips) on every call.
+        #[arg(long)]
+        latency: bool,
+        /// The model's seed (without a scenario).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// IBKR: compute signature base strings as if served from this origin (https://api.ibkr.com).
+        #[arg(long)]
+        sign_as: Option<String>,
+        /// Stream heartbeat interval (default: the broker's own), e.g. "5s".
+        #[arg(long)]
+        heartbeat: Option<String>,
+        /// Stream tick interval, e.g. "500ms".
+        #[arg(long, default_value = "1s")]
+        tick: String,
+        /// Stop by itself after this long (e.g. "10m"); without it, at Ctrl-C.
+        #[arg(long = "for")]
+        run_for: Option<String>,
+    },
+    /// Write matching credentials for a client and a mock broker into a folder (never overwrites).
+    GenCreds {
+        /// The broker: ibkr writes DIR/client and DIR/mock key material; the others DIR/account.toml.
+        #[arg(long)]
+        broker: String,
+        /// The folder.
+        dir: PathBuf,
     },
     /// Replay one scenario under several policy presets and print them side by side.
     Compare {
@@ -202,6 +247,124 @@ fn main() -> ExitCode {
         Command::Compare { file, policies, json, html, seed, store, quiet } => {
             let outputs = Outputs { json: json.as_deref(), html: html.as_deref() };
             compare_command(&file, &policies, outputs, seed, store.into(), quiet)
+        }
+        Command::MockBroker { broker, port, scenario, creds, latency, seed, sign_as, heartbeat, tick, run_for } => {
+            let args = MockArgs { broker, port, scenario, creds, latency, seed, sign_as, heartbeat, tick, run_for };
+            mock_broker_command(args)
+        }
+        Command::GenCreds { broker, dir } => gen_creds_command(&broker, &dir),
+    }
+}
+
+/// `mock-broker`'s arguments.
+struct MockArgs {
+    broker: String,
+    port: u16,
+    scenario: Option<PathBuf>,
+    creds: Option<PathBuf>,
+    latency: bool,
+    seed: u64,
+    sign_as: Option<String>,
+    heartbeat: Option<String>,
+    tick: String,
+    run_for: Option<String>,
+}
+
+fn parse_duration_arg(name: &str, text: &str) -> Result<Duration, String> {
+    warden_sim::scenario::parse_duration_with_days(text).map_err(|e| format!("--{name}: {e}"))
+}
+
+fn mock_broker_command(args: MockArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    };
+    let Some(kind) = mock::cli::broker_kind(&args.broker) else {
+        return fail(format!(
+            "--broker `{}`: not a served broker (saxo, ibkr, kotak-neo, zerodha, oauth2; kite and kotak also work)",
+            args.broker
+        ));
+    };
+    let scenario = match &args.scenario {
+        Some(path) => match Scenario::load(path) {
+            Ok(scenario) => Some(scenario),
+            Err(e) => return fail(e.to_string()),
+        },
+        None => None,
+    };
+    let mut streams = mock::StreamSettings::default();
+    match parse_duration_arg("tick", &args.tick) {
+        Ok(tick) => streams.tick = tick,
+        Err(e) => return fail(e),
+    }
+    if let Some(heartbeat) = &args.heartbeat {
+        match parse_duration_arg("heartbeat", heartbeat) {
+            Ok(d) => streams.heartbeat = Some(d),
+            Err(e) => return fail(e),
+        }
+    }
+    let run_for = match args.run_for.as_deref().map(|t| parse_duration_arg("for", t)).transpose() {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let options = mock::cli::ServeOptions {
+        kind,
+        port: args.port,
+        scenario,
+        creds: args.creds.clone(),
+        latency: args.latency,
+        seed: args.seed,
+        sign_as: args.sign_as,
+        streams,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let mock = match mock::cli::start(&options).await {
+            Ok(mock) => mock,
+            Err(e) => return fail(e.to_string()),
+        };
+        let out = Out { to_stderr: false };
+        for line in mock::cli::banner(&mock, args.creds.is_none()) {
+            out.line(&line);
+        }
+        let _ = std::io::stdout().flush();
+        let stop = async move {
+            match run_for {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        let stats = mock::cli::serve_until(mock, stop).await;
+        out.line(&serde_json::to_string(&stats).unwrap_or_default());
+        ExitCode::SUCCESS
+    })
+}
+
+fn gen_creds_command(broker: &str, dir: &Path) -> ExitCode {
+    let Some(kind) = mock::cli::broker_kind(broker) else {
+        eprintln!("error: --broker `{broker}`: not a served broker (saxo, ibkr, kotak-neo, zerodha, oauth2)");
+        return ExitCode::from(2);
+    };
+    match mock::ibkr_creds::generate_account(kind, dir) {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

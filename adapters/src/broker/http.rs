@@ -405,6 +405,11 @@ impl ApiRequest {
         ApiRequest::new(Method::POST, url)
     }
 
+    /// A PUT.
+    pub fn put(url: impl Into<String>) -> ApiRequest {
+        ApiRequest::new(Method::PUT, url)
+    }
+
     /// A DELETE.
     pub fn delete(url: impl Into<String>) -> ApiRequest {
         ApiRequest::new(Method::DELETE, url)

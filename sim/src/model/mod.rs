@@ -60,7 +60,8 @@ pub use trip::Trip;
 pub use wire::{
     CODE_ACCOUNT_LOCKED, CODE_ANGEL_INVALID_TOKEN, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS,
     CODE_INVALID_GRANT, CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION,
-    CODE_LOGIN_CODE_INVALID, CODE_NEEDS_PERSON, CODE_OPENALGO_EXPIRED, CODE_SECOND_FACTOR, classify,
+    CODE_LOGIN_CODE_INVALID, CODE_NEEDS_PERSON, CODE_OPENALGO_EXPIRED, CODE_RESPONSE_LOST, CODE_SECOND_FACTOR,
+    classify,
 };
 
 /// Which entry of the workload's request mix a request comes from (an index into the scenario's
@@ -98,6 +99,38 @@ pub struct ModelResponse {
     pub latency: Duration,
     /// The answer.
     pub result: Result<(), BrokerError>,
+}
+
+/// A login as a wire protocol presents it ([`BrokerModel::judge_login`], the mock servers): what the
+/// `Broker` trait's login says, plus what only a wire protocol can say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginAttempt<'a> {
+    /// The login asks to take the account over from another session (IBKR's `compete: true`).
+    pub take_over: bool,
+    /// A second factor or a person's login code, if the login carries one.
+    pub second_factor: Option<&'a str>,
+    /// The credentials on the wire did not match the account's (a wrong MPIN, checksum, client secret or
+    /// signature): refused as wrong credentials, and counted toward a lock-out, like a period of
+    /// `wrong_credentials`.
+    pub wrong_credentials: bool,
+    /// The wire protocol needs a person's login code for every login (Kite's request token, an OAuth
+    /// authorization code): `second_factor` must be a fresh, unused code from
+    /// [`BrokerModel::issue_login_code`], whatever `login_after_expiry` says.
+    pub code_required: bool,
+}
+
+/// Which kind of call a round trip is, for its latency ([`BrokerModel::sample_trip`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// A login (`login_latency`).
+    Login,
+    /// A refresh-token grant (`refresh_latency`).
+    Refresh,
+    /// A keep-alive or a logout (`keepalive_latency`).
+    Keepalive,
+    /// A workload request (`request_latency`).
+    Request,
 }
 
 /// Why the broker stopped accepting a token before its declared expiry.
@@ -464,6 +497,73 @@ impl BrokerModel {
         text
     }
 
+    /// Samples the round trip of a call of `kind` sent at `sent_at` from the spec's latencies (for a
+    /// server that serves the model in real time: sleep the uplink, judge, sleep the rest).
+    pub fn sample_trip(&self, kind: CallKind, sent_at: UnixMs) -> Trip {
+        match kind {
+            CallKind::Login => self.trip(sent_at, |s| &s.login_latency),
+            CallKind::Refresh => self.trip(sent_at, |s| &s.refresh_latency),
+            CallKind::Keepalive => self.trip(sent_at, |s| &s.keepalive_latency),
+            CallKind::Request => self.send_request(sent_at),
+        }
+    }
+
+    /// Judges a login when it arrives ([`Trip::arrives_at`]), without waiting: the round trip (or an
+    /// outage's hang) to wait in all, and the answer. What the `Broker` trait's login does between its
+    /// sleeps; a mock server calls it for the login step of a broker's wire protocol.
+    pub fn judge_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
+        self.decide_login(trip, attempt)
+    }
+
+    /// Judges a refresh-token grant when it arrives, without waiting (see [`BrokerModel::judge_login`]).
+    pub fn judge_refresh(&self, trip: Trip, refresh_token: &str) -> (Duration, Result<Grant, BrokerError>) {
+        if self.inner.spec.refresh_lifetime.is_none() {
+            self.lock().stats.refresh_failures += 1;
+            return (trip.latency, Err(wire::invalid_grant()));
+        }
+        let grant = Grant::new("", trip.sent_at).with_refresh(refresh_token.to_owned(), None);
+        self.decide_refresh(trip, &grant)
+    }
+
+    /// Judges a keep-alive with `token` when it arrives, without waiting. A broker without a keep-alive
+    /// answers `Alive` and counts nothing.
+    pub fn judge_keepalive(&self, trip: Trip, token: &str) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        if !self.inner.spec.keepalive {
+            return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
+        }
+        self.decide_keepalive(trip, &Grant::new(token.to_owned(), trip.sent_at))
+    }
+
+    /// Judges a logout of the session of `token` (and `refresh_token`, if given) when it arrives.
+    pub fn judge_logout(&self, trip: Trip, token: &str, refresh_token: Option<&str>) {
+        let mut grant = Grant::new(token.to_owned(), trip.sent_at);
+        if let Some(refresh) = refresh_token {
+            grant = grant.with_refresh(refresh.to_owned(), None);
+        }
+        self.decide_logout(trip, &grant);
+    }
+
+    /// An intraday invalidation at `at`, on demand (a mock server's test route): every token still
+    /// alive dies then as an [`Revocation::EarlyExpiry`], as a scheduled `early_expiries` entry would
+    /// end it. Returns how many tokens it ended.
+    pub fn invalidate(&self, at: UnixMs) -> usize {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.advance(spec, at);
+        let mut ended = 0;
+        for &i in &state.live {
+            let token = &mut state.tokens[i];
+            if token.verdict(at) == TokenVerdict::Accepted {
+                token.kill(at, Revocation::EarlyExpiry);
+                ended += 1;
+            }
+        }
+        state.stats.early_expiries += 1;
+        state.prune(at);
+        ended
+    }
+
     /// The requests refused for their token so far (at most [`REFUSALS_KEPT`] are kept), and how many
     /// more were not kept.
     pub fn refusals(&self) -> (Vec<Refusal>, u64) {
@@ -483,22 +583,20 @@ impl BrokerModel {
     }
 
     /// Decides a login when it arrives; returns the round trip (or hang) to wait in all and the answer.
-    fn decide_login(
-        &self,
-        trip: Trip,
-        take_over: bool,
-        second_factor: Option<&str>,
-    ) -> (Duration, Result<Grant, BrokerError>) {
+    fn decide_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
         let (now, at) = (trip.sent_at, trip.arrives_at());
         state.stats.login_attempts += 1;
         state.advance(spec, at);
-        let refused = state.refuse_login(spec, at, trip.latency, take_over, second_factor);
+        let refused = state.refuse_login(spec, at, trip.latency, attempt);
         if let Some((latency, error)) = refused {
             state.stats.login_failures += 1;
             return (latency, Err(error));
+        }
+        if state.current.is_some_and(|i| state.tokens[i].verdict(at) == TokenVerdict::Accepted) {
+            state.stats.logins_while_live += 1;
         }
         state.wrong_streak = 0;
         state.held_by_other = false;
@@ -616,9 +714,9 @@ impl State {
         spec: &BrokerSpec,
         now: UnixMs,
         latency: Duration,
-        take_over: bool,
-        second_factor: Option<&str>,
+        attempt: LoginAttempt<'_>,
     ) -> Option<(Duration, BrokerError)> {
+        let LoginAttempt { take_over, second_factor, wrong_credentials, code_required } = attempt;
         if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.login) {
             self.stats.outage_errors += 1;
             return Some(match outage.mode {
@@ -633,7 +731,7 @@ impl State {
         if now < self.locked_until {
             return Some((latency, wire::account_locked()));
         }
-        if window_at(&spec.wrong_credentials, now, |w| *w).is_some() {
+        if wrong_credentials || window_at(&spec.wrong_credentials, now, |w| *w).is_some() {
             self.wrong_streak += 1;
             if let Some(lockout) = spec.lockout
                 && self.wrong_streak >= lockout.after
@@ -647,11 +745,11 @@ impl State {
         if second_factor.is_none() && window_at(&spec.second_factor, now, |w| *w).is_some() {
             return Some((latency, wire::second_factor()));
         }
-        if spec.login_after_expiry == LoginAfterExpiry::Person
-            && let Some(until) = self.person_ok_until
-            && now >= until
-        {
-            // The daily expiry passed: only a person's fresh, unused code logs in.
+        let after_daily_expiry = spec.login_after_expiry == LoginAfterExpiry::Person
+            && self.person_ok_until.is_some_and(|until| now >= until);
+        if code_required || after_daily_expiry {
+            // The daily expiry passed (or the wire protocol needs a code for every login): only a
+            // person's fresh, unused code logs in.
             let Some(code) = second_factor else { return Some((latency, wire::login_needs_person())) };
             let fresh =
                 |c: &LoginCode| c.text == code && !c.used && now < c.issued_at.saturating_add(spec.login_code_lifetime);
@@ -803,7 +901,9 @@ impl Broker for BrokerModel {
         Box::pin(async move {
             let trip = self.trip(now, |s| &s.login_latency);
             tokio::time::sleep(trip.uplink()).await;
-            let (wait, answer) = self.decide_login(trip, take_over, second_factor.as_deref());
+            let attempt =
+                LoginAttempt { take_over, second_factor: second_factor.as_deref(), ..LoginAttempt::default() };
+            let (wait, answer) = self.decide_login(trip, attempt);
             tokio::time::sleep(wait.saturating_sub(trip.uplink())).await;
             answer
         })

@@ -14,6 +14,9 @@ pub struct ModelStats {
     pub logins: u64,
     /// Failed logins (any reason).
     pub login_failures: u64,
+    /// Successful logins made while the session of the one before was still accepted: a second session
+    /// that competed with a live one (what a client that forgets its grant does).
+    pub logins_while_live: u64,
     /// Successful refresh-token grants.
     pub refreshes: u64,
     /// Failed refresh-token grants (any reason).
@@ -68,6 +71,7 @@ impl AddAssign for ModelStats {
             login_attempts,
             logins,
             login_failures,
+            logins_while_live,
             refreshes,
             refresh_failures,
             refresh_rejections,
@@ -95,6 +99,7 @@ impl AddAssign for ModelStats {
         self.login_attempts += login_attempts;
         self.logins += logins;
         self.login_failures += login_failures;
+        self.logins_while_live += logins_while_live;
         self.refreshes += refreshes;
         self.refresh_failures += refresh_failures;
         self.refresh_rejections += refresh_rejections;

@@ -41,6 +41,9 @@ pub const CODE_ANGEL_INVALID_TOKEN: &str = "AG8001";
 pub const CODE_NEEDS_PERSON: &str = "login_needs_person";
 /// A login code that expired or was already used.
 pub const CODE_LOGIN_CODE_INVALID: &str = "login_code_invalid";
+/// A non-idempotent request the broker executed whose answer was lost (a mock server still files the
+/// order in its order book).
+pub const CODE_RESPONSE_LOST: &str = "response_lost";
 
 /// The error a broker answers for a token it does not (or no longer) accept, in `form`. For Kotak's
 /// native form `pick` chooses among its four (any value is fine); other brokers have one form.
@@ -150,7 +153,7 @@ pub(crate) fn hung() -> BrokerError {
 
 /// A non-idempotent request that was executed but whose answer was lost.
 pub(crate) fn response_lost() -> BrokerError {
-    BrokerError::no_answer("the connection dropped before the answer arrived")
+    BrokerError::no_answer("the connection dropped before the answer arrived").with_code(CODE_RESPONSE_LOST)
 }
 
 /// What a broker error means, as the real broker's adapter would classify it: every expiry form

@@ -15,6 +15,7 @@
 //! write failures (a `FaultyStore` switch).
 
 mod failure;
+mod http;
 mod recorder;
 mod workload;
 
@@ -29,7 +30,7 @@ use warden_engine::{Policy, PolicyError, Preset, Secret, SessionId, Store, Store
 
 use crate::model::{BrokerModel, ModelStats, Refusal};
 use crate::report::{EventCategory, Report, RunDays, day_entries};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Transport};
 use recorder::Recorder;
 pub use recorder::{Buckets, MARKERS_KEPT, Marker, MarkerKind, StateSpan, Timeline};
 use workload::{Workload, WorkloadTotals};
@@ -124,6 +125,14 @@ pub enum RunError {
         /// What failed.
         error: StoreError,
     },
+    /// A mock broker of an HTTP scenario could not start.
+    #[error("scenario {scenario}: mock broker: {detail}")]
+    Mock {
+        /// The scenario.
+        scenario: String,
+        /// What failed.
+        detail: String,
+    },
     /// The engine refused to start a session.
     #[error("scenario {scenario}: engine: {error}")]
     Engine {
@@ -136,13 +145,14 @@ pub enum RunError {
 
 /// Runs one scenario. Deterministic: the same scenario, options and seed give the same report.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput, RunError> {
-    // Time only: nothing in a run does IO through tokio, and without the IO driver a step of the paused
-    // clock costs no system call (a run has millions of them).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| RunError::Runtime { scenario: scenario.name.clone(), detail: e.to_string() })?;
+    let runtime = match scenario.transport {
+        // Time only: nothing in a run does IO through tokio, and without the IO driver a step of the
+        // paused clock costs no system call (a run has millions of them).
+        Transport::Virtual => tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build(),
+        // Real sockets, real time: the mock brokers and the adapters share two worker threads.
+        Transport::Http => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    }
+    .map_err(|e| RunError::Runtime { scenario: scenario.name.clone(), detail: e.to_string() })?;
     runtime.block_on(simulate(scenario, options))
 }
 
@@ -158,6 +168,8 @@ struct World {
     seed: u64,
     /// Bumped when the simulated process dies: requests of an earlier process never see their answer.
     process: AtomicU64,
+    /// With `transport = "http"`: the mock brokers serving the models and the adapters talking to them.
+    http: Option<http::HttpWorld>,
 }
 
 impl World {
@@ -178,7 +190,12 @@ impl World {
         recorder.follow(&warden);
         let mut handles = Vec::with_capacity(self.models.len());
         for (i, model) in self.models.iter().enumerate() {
-            let spec = SessionSpec::new(self.ids[i].clone(), Arc::new(model.clone()))
+            let spec = match &self.http {
+                Some(http) => SessionSpec::new(self.ids[i].clone(), http.clients[i].broker())
+                    .with_credentials(http.credentials[i].clone()),
+                None => SessionSpec::new(self.ids[i].clone(), Arc::new(model.clone())),
+            };
+            let spec = spec
                 .with_policy(self.policy.clone())
                 .with_account(model.label().to_owned())
                 .with_seed(self.scenario.session_seed(i));
@@ -200,9 +217,20 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
         }
         None => scenario.policy.clone(),
     };
-    let clock = Clock::starting_at(scenario.start);
+    let clock = match scenario.transport {
+        Transport::Virtual => Clock::starting_at(scenario.start),
+        Transport::Http => crate::mock::cli::clock_starting_at(scenario.start).0,
+    };
     let sessions = scenario.workload.sessions.len().max(1);
     let models: Vec<BrokerModel> = (0..sessions).map(|i| scenario.model(i)).collect();
+    let http = match scenario.transport {
+        Transport::Virtual => None,
+        Transport::Http => Some(
+            http::HttpWorld::start(&scenario, &models, &clock)
+                .await
+                .map_err(|detail| RunError::Mock { scenario: name.clone(), detail })?,
+        ),
+    };
     let ids = models.iter().enumerate().map(|(i, m)| session_id(i, m.label())).collect();
 
     // The store lives in a temporary directory for the run (and across simulated restarts).
@@ -228,7 +256,7 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     };
     let days = RunDays::new(scenario.start, scenario.end, scenario.workload.zone());
     let world =
-        Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed, process: AtomicU64::new(0) });
+        Arc::new(World { scenario, policy, clock, store, faults, models, ids, seed, process: AtomicU64::new(0), http });
     let recorder =
         Recorder::new(world.scenario.start, days.clone(), options.timeline, options.print_events, world.ids.clone());
 
@@ -254,6 +282,9 @@ async fn simulate(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput
     }
     // Let the event follower drain what the shutdown published.
     tokio::task::yield_now().await;
+    if let Some(http) = &world.http {
+        http.stop();
+    }
 
     let mut stats = ModelStats::default();
     for model in &world.models {

@@ -339,7 +339,12 @@ impl Workload {
             if std::mem::take(&mut first_attempt) {
                 shared.totals().waits.record(sent_at.saturating_duration_since(t));
             }
-            async move { shared.world.models[index].call(sent_at, lease.token(), &request).await }
+            async move {
+                match &shared.world.http {
+                    None => shared.world.models[index].call(sent_at, lease.token(), &request).await,
+                    Some(http) => http.call(index, sent_at, &lease.grant, &request).await,
+                }
+            }
         };
         let mut future = Box::pin(async move { handle.execute(idempotency, op).await });
         self.shared.totals().issued += 1;

@@ -17,8 +17,9 @@ use warden_engine::Policy;
 use warden_engine::time::format_duration;
 
 use super::Workload;
+use warden_adapters::config::locate::KeyPath;
+
 use super::error::Located;
-use super::locate::KeyPath;
 use crate::model::{BrokerSpec, Limit, RateLimit, TokenExpiry};
 use crate::report::RunDays;
 

@@ -21,7 +21,6 @@
 
 mod error;
 mod feasibility;
-mod locate;
 mod raw;
 mod resolve;
 mod values;
@@ -39,11 +38,27 @@ use crate::report::Expectations;
 
 pub use error::ScenarioError;
 pub use feasibility::ScenarioWarning;
-pub use locate::{KeyPath, Segment};
 pub use values::{Instant, TimeSpec, parse_duration_with_days, parse_instant, parse_time_spec};
+pub use warden_adapters::config::locate::{KeyPath, Segment};
 
 /// The longest run a scenario may describe.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The longest run of a scenario with `transport = "http"` (it runs in real time).
+pub const MAX_HTTP_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// How a scenario's calls reach the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The broker models in process, in virtual time (tokio's paused clock): deterministic.
+    #[default]
+    Virtual,
+    /// warden's real adapters against the mock brokers (`crate::mock`) over loopback HTTP, in real time
+    /// from the scenario's `start`: the same models behind each broker's wire format. Not byte for byte
+    /// deterministic (real time, real sockets); its `[expect]` bounds must hold.
+    Http,
+}
 
 /// One scenario, resolved: every time an instant, every duration a [`Duration`], the policy built.
 #[derive(Clone, Debug)]
@@ -55,6 +70,8 @@ pub struct Scenario {
     pub description: String,
     /// Where it came from (the path, or the origin given to [`Scenario::parse`]).
     pub origin: String,
+    /// How its calls reach the broker (`transport`).
+    pub transport: Transport,
     /// The seed of every random choice in the run.
     pub seed: u64,
     /// When the run starts (`start`).

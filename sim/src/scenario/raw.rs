@@ -18,6 +18,7 @@ pub(crate) struct RawScenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    pub transport: Option<TransportName>,
     pub seed: u64,
     pub start: Instant,
     pub duration: Option<SpanDuration>,
@@ -74,6 +75,14 @@ pub(crate) struct RawBroker {
     pub login_code_lifetime: Option<SpanDuration>,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+}
+
+/// `transport = "virtual" | "http"`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportName {
+    Virtual,
+    Http,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

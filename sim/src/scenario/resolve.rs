@@ -17,16 +17,17 @@ use warden_engine::rng::SplitMix64;
 use warden_engine::time::format_duration;
 use warden_engine::{PolicyError, UnixMs};
 
-use super::error::{Located, ScenarioError, suggest};
-use super::locate::{Document, KeyPath, line_column};
+use warden_adapters::config::locate::{Document, KeyPath};
+
+use super::error::{Located, ScenarioError, suggest, syntax_error};
 use super::raw::{
     AffectName, ArrivalName, ExpectNode, LoginAfterExpiryName, OperatorEntry, PanicEntry, RawBroker, RawLatency,
-    RawLimit, RawScenario, RawWindow, RawWorkload, RestartEntry, Windows,
+    RawLimit, RawScenario, RawWindow, RawWorkload, RestartEntry, TransportName, Windows,
 };
 use super::values::{DayTime, TimeSpec, format_time_of_day};
 use super::{
-    Arrival, Faults, MAX_DURATION, MarketHours, MixEntry, Operator, OperatorAction, PanicFault, RestartFault, Scenario,
-    ScriptedBurst, TradingDays, Workload,
+    Arrival, Faults, MAX_DURATION, MAX_HTTP_DURATION, MarketHours, MixEntry, Operator, OperatorAction, PanicFault,
+    RestartFault, Scenario, ScriptedBurst, TradingDays, Transport, Workload,
 };
 use crate::model::{
     Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, KindId, Latency, Limit, Lockout,
@@ -63,11 +64,6 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Scenario> {
     let loc = Located { origin, doc: &doc };
     let raw: RawScenario = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
     resolve(&loc, raw)
-}
-
-fn syntax_error(origin: &str, text: &str, error: &toml::de::Error) -> ScenarioError {
-    let (line, column) = line_column(text, error.span().map_or(0, |s| s.start));
-    ScenarioError::Syntax { origin: origin.to_owned(), line, column, problem: error.message().to_owned() }
 }
 
 /// The run's calendar, and where errors go.
@@ -124,6 +120,29 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         );
         loc.invalid(&model_path, problem)
     })?;
+    let transport = match raw.transport {
+        None | Some(TransportName::Virtual) => Transport::Virtual,
+        Some(TransportName::Http) => {
+            let path = root.key("transport");
+            if !crate::mock::SERVED.contains(&kind) {
+                let problem = format!(
+                    "the `{kind}` model has no mock broker; `transport = \"http\"` serves saxo, ibkr, kotak-neo, \
+                     zerodha and oauth2"
+                );
+                return Err(loc.invalid(&path, problem));
+            }
+            if duration > MAX_HTTP_DURATION {
+                let problem = format!(
+                    "an HTTP scenario runs in real time: the run is {}, at most {} are allowed (scale the \
+                     lifetimes down instead: a 20s token)",
+                    format_duration(duration),
+                    format_duration(MAX_HTTP_DURATION)
+                );
+                return Err(loc.invalid(&root.key(if raw.end.is_some() { "end" } else { "duration" }), problem));
+            }
+            Transport::Http
+        }
+    };
     let days = match &raw.workload.trading_days {
         None => TradingDays::WEEKDAYS,
         Some(list) if list.is_empty() => {
@@ -152,6 +171,7 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         name: raw.name,
         description: raw.description,
         origin: loc.origin.to_owned(),
+        transport,
         seed: raw.seed,
         start,
         end,

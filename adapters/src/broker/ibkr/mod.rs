@@ -1,10 +1,12 @@
 //! Interactive Brokers Web API with first-party OAuth 1.0a: live session token, brokerage session,
 //! `tickle` keep-alive.
 //!
-//! A login is two calls: the OAuth handshake at `POST {base}/oauth/live_session_token` (see [`oauth`])
+//! A login is three calls: the OAuth handshake at `POST {base}/oauth/live_session_token` (see [`oauth`])
 //! gives the live session token (the grant's access token, expiring at the answer's
 //! `live_session_token_expiration`); then `POST {base}/iserver/auth/ssodh/init`
-//! `{"publish":true,"compete":<take_over>}` opens the brokerage session. Every later request is signed
+//! `{"publish":true,"compete":<take_over>}` opens the brokerage session; then a first `POST {base}/tickle`
+//! reads the session's `session` value, the WebSocket's `api` cookie, kept in the grant as the secret
+//! extra `session` (`warden_actors::stream::IbkrStream` connects with it). Every later request is signed
 //! HMAC-SHA256 under the token ([`Broker::authorize`] adds the `Authorization: OAuth …` header; the
 //! timestamp comes from the clock the adapter was given, since `authorize` takes no time). The keep-alive
 //! is `POST {base}/tickle`: HTTP 200 with `iserver.authStatus.authenticated: false` is
@@ -229,6 +231,12 @@ pub fn parse_auth_status(value: &serde_json::Value) -> Result<AuthStatus, WireEr
         authenticated: root.bool("authenticated")?,
         competing: root.opt_bool("competing")?.unwrap_or(false),
     })
+}
+
+/// The `session` value of a `tickle` answer (the WebSocket's `api` cookie), if it has one.
+pub fn parse_tickle_session(value: &serde_json::Value) -> Result<Option<String>, WireError> {
+    let root = Obj::root(value)?;
+    Ok(root.opt_str("session")?.filter(|s| !s.is_empty()).map(str::to_owned))
 }
 
 /// Reads a `tickle` answer. Without `iserver.authStatus` the brokerage session is not there:
@@ -510,6 +518,20 @@ impl Ibkr {
             return Err(BrokerError::http(status, format!("{endpoint}: the brokerage session did not authenticate"))
                 .with_code(CODE_NOT_AUTHENTICATED));
         }
+        // The brokerage session's `session` value is the WebSocket's `api` cookie: read it once now and keep
+        // it in the grant. A failed call fails the login (a grant without it cannot stream for its whole
+        // life); an answer without it is logged, and the grant has no `session`.
+        let (endpoint, status, value) = self.signed_call(now, &grant, Method::POST, "tickle", None).await?;
+        let grant = match parse_tickle_session(&value).map_err(|e| wire_error(&endpoint, status, e))? {
+            Some(session) => grant.with_extra("session", Secret::new(session)),
+            None => {
+                tracing::warn!(
+                    broker = NAME,
+                    "the tickle answer has no `session`: the grant cannot open the WebSocket"
+                );
+                grant
+            }
+        };
         tracing::info!(broker = NAME, take_over = request.take_over, expires_at = ?grant.expires_at, "logged in");
         Ok(grant)
     }
@@ -585,6 +607,10 @@ mod tests {
         assert_eq!(parse_tickle(&competing).unwrap(), KeepaliveStatus::Competing);
         let no_bridge = serde_json::json!({"session":"abc","hmds":{"error":"no bridge"}});
         assert_eq!(parse_tickle(&no_bridge).unwrap(), KeepaliveStatus::Unauthenticated);
+        assert_eq!(parse_tickle_session(&alive).unwrap().as_deref(), Some("abc"));
+        assert_eq!(parse_tickle_session(&serde_json::json!({"session":""})).unwrap(), None);
+        assert_eq!(parse_tickle_session(&dead).unwrap(), None);
+        assert!(parse_tickle_session(&serde_json::json!({"session":7})).is_err());
         let wrong = serde_json::json!({"iserver":{"authStatus":{"authenticated":"yes"}}});
         assert_eq!(
             parse_tickle(&wrong).unwrap_err().to_string(),
