@@ -483,7 +483,9 @@ pub(crate) async fn send_authorized(
     grant: &Grant,
     request: ApiRequest,
 ) -> Result<ApiResponse, BrokerError> {
-    let answer = send_authorized_raw(http, wire, authorize, now, grant, request).await?;
+    // The caller is the program itself: the answer's body is its own to read (IBKR's tickle hands back
+    // the session the grant keeps), only error messages are scrubbed.
+    let answer = exchange_authorized(http, wire, authorize, now, grant, request, false).await?;
     if let Some(error) = answer.error {
         return Err(error);
     }
@@ -516,6 +518,20 @@ pub(crate) async fn send_authorized_raw(
     now: UnixMs,
     grant: &Grant,
     request: ApiRequest,
+) -> Result<RawAnswer, BrokerError> {
+    exchange_authorized(http, wire, authorize, now, grant, request, true).await
+}
+
+/// Authorises, sends and reads one request; the grant's secrets are scrubbed from error messages, and
+/// from the answer's headers and body when `scrub_answer` (raw mode: the answer goes to another program).
+async fn exchange_authorized(
+    http: &HttpClient,
+    wire: &Wire,
+    authorize: Authorize<'_>,
+    now: UnixMs,
+    grant: &Grant,
+    request: ApiRequest,
+    scrub_answer: bool,
 ) -> Result<RawAnswer, BrokerError> {
     let url = Url::parse(&request.url).map_err(|e| {
         BrokerError::not_sent(format!("{} {} request: the URL is not valid ({e})", wire.name, request.method))
@@ -559,7 +575,9 @@ pub(crate) async fn send_authorized_raw(
         error.message = scrub(&error.message, &secrets);
         error
     });
-    scrub_response(&mut raw, &secrets);
+    if scrub_answer {
+        scrub_response(&mut raw, &secrets);
+    }
     Ok(RawAnswer { response: raw, error })
 }
 
