@@ -17,48 +17,49 @@
 //! [serve.tls]
 //! cert = "/etc/warden/tls/cert.pem"
 //! key = "/etc/warden/tls/key.pem"
+//!
+//! [serve.sessions.saxo-main]
+//! api_root = "https://gateway.saxobank.com/sim/openapi/"  # where /proxy/saxo-main/… goes
+//! login_url = "https://sim.logonvalidation.net/authorize?…" # shown when a person must sign in
 //! ```
 //!
 //! Only this table is read here; the rest of the file (the store, the sessions) belongs to the
-//! configuration loader and is left alone. Every key is optional; unknown keys are errors. Relative paths
-//! are relative to the configuration file's folder.
+//! configuration loader (`warden_adapters::config`), which accepts `[serve]` without reading it. Every
+//! key is optional; unknown keys are errors. Errors are the loader's [`ConfigError`]s, from the same
+//! shared locator: the file, the line and column, the key, and "did you mean" for a close name. Relative
+//! paths are relative to the configuration file's folder.
+//!
+//! `[serve.sessions.ID]` names a session of the file's `[sessions.ID]` ([`ServeConfig::check_sessions`]
+//! says which one when it does not): `api_root` is the API root proxied calls go to (needed for Saxo,
+//! whose settings name only the login server; Kite's and IBKR's come from their `base_url`, Kotak's from
+//! the grant, OAuth2's from its first `api_hosts` entry), `login_url` where a person signs in.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use warden_adapters::config::locate::{Document, KeyPath};
+use warden_adapters::config::located::{Locator, suggest, syntax_problem};
+use warden_adapters::config::{ConfiguredSession, Place};
 use warden_engine::time::HumanDuration;
+
+pub use warden_adapters::config::ConfigError;
 
 /// The address the service listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// The largest request body accepted (proxied calls included), unless set: 1 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// The largest configuration file read.
-pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_CONFIG_BYTES: u64 = warden_adapters::config::MAX_CONFIG_BYTES;
 /// The token file's name beside the configuration file, unless set.
 pub const DEFAULT_TOKEN_FILE: &str = "warden-serve.token";
 
-/// Why the `[serve]` table could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {detail}")]
-    Read {
-        /// The file.
-        path: String,
-        /// What failed.
-        detail: String,
-    },
-    /// The file is not TOML, or `[serve]` has a wrong or unknown key.
-    #[error("{path}: [serve]: {detail}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong (the key and the problem).
-        detail: String,
-    },
+/// The file as far as this module reads it: `[serve]`, every other table ignored.
+#[derive(Debug, Default, Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    serve: RawServe,
 }
 
 /// `[serve]` as written.
@@ -79,6 +80,8 @@ struct RawServe {
     max_event_subscribers: Option<usize>,
     browser_session_ttl: Option<HumanDuration>,
     tls: Option<RawTls>,
+    #[serde(default)]
+    sessions: std::collections::BTreeMap<String, RawServeSession>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +89,26 @@ struct RawServe {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServeSession {
+    api_root: Option<String>,
+    login_url: Option<String>,
+}
+
+/// `[serve.sessions.ID]`: what the service needs to know about one session beyond the loader's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeSession {
+    /// The session's id.
+    pub id: String,
+    /// Where proxied calls go (`api_root`).
+    pub api_root: Option<reqwest::Url>,
+    /// Where a person signs in (`login_url`).
+    pub login_url: Option<String>,
+    /// Where the table is written.
+    pub place: Place,
 }
 
 /// The certificate chain and private key files of the TLS listener (PEM).
@@ -128,6 +151,8 @@ pub struct ServeConfig {
     pub browser_session_ttl: Duration,
     /// TLS, when configured.
     pub tls: Option<TlsFiles>,
+    /// `[serve.sessions.*]`, by id.
+    pub sessions: Vec<ServeSession>,
 }
 
 impl Default for ServeConfig {
@@ -147,6 +172,7 @@ impl Default for ServeConfig {
             max_event_subscribers: 1_000,
             browser_session_ttl: Duration::from_secs(12 * 3600),
             tls: None,
+            sessions: Vec::new(),
         }
     }
 }
@@ -168,34 +194,52 @@ impl ServeConfig {
     /// Reads `[serve]` from configuration text; `origin` names it in errors, relative paths are taken
     /// relative to `folder`.
     pub fn parse(text: &str, origin: &str, folder: &Path) -> Result<ServeConfig, ConfigError> {
-        let invalid = |detail: String| ConfigError::Invalid { path: origin.to_owned(), detail };
-        let table: toml::Table = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
-        let raw = match table.get("serve") {
-            Some(value) => RawServe::deserialize(value.clone()).map_err(|e| invalid(e.message().to_owned()))?,
-            None => RawServe::default(),
-        };
+        let doc = Document::parse(text).map_err(|e| {
+            let p = syntax_problem(origin, text, &e);
+            ConfigError::Syntax { origin: p.origin, line: p.line, column: p.column, problem: p.problem }
+        })?;
+        let loc = Locator::new(origin, &doc);
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::from(loc.toml_error(&e)))?;
+        let raw = raw.serve;
+        let at = |key: &str| KeyPath::of(&["serve", key]);
+        let invalid = |key: &str, problem: String| ConfigError::from(loc.invalid(&at(key), problem));
         let defaults = ServeConfig::default();
         let listen = match raw.listen {
             Some(text) => text
                 .parse()
-                .map_err(|_| invalid(format!("`listen` = \"{text}\" is not an address like 127.0.0.1:7878")))?,
+                .map_err(|_| invalid("listen", format!("\"{text}\" is not an address like 127.0.0.1:7878")))?,
             None => defaults.listen,
         };
         let at_folder = |p: PathBuf| if p.is_absolute() { p } else { folder.join(p) };
         let positive = |name: &str, value: Option<HumanDuration>, default: Duration| match value {
-            Some(HumanDuration(d)) if d.is_zero() => Err(invalid(format!("`{name}` must be longer than zero"))),
+            Some(HumanDuration(d)) if d.is_zero() => Err(invalid(name, "must be longer than zero".to_owned())),
             Some(HumanDuration(d)) => Ok(d),
             None => Ok(default),
         };
         let at_least_one = |name: &str, value: Option<usize>, default: usize| match value {
-            Some(0) => Err(invalid(format!("`{name}` must be at least 1"))),
+            Some(0) => Err(invalid(name, "must be at least 1".to_owned())),
             Some(n) => Ok(n),
             None => Ok(default),
         };
         if let Some(url) = &raw.webhook
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
-            return Err(invalid("`webhook` must be an http or https URL".to_owned()));
+            return Err(invalid("webhook", "must be an http or https URL".to_owned()));
+        }
+        let mut sessions = Vec::with_capacity(raw.sessions.len());
+        for (id, session) in raw.sessions {
+            let path = KeyPath::of(&["serve", "sessions", &id]);
+            let api_root = match session.api_root {
+                Some(text) => match reqwest::Url::parse(&text) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                    _ => {
+                        let problem = format!("\"{text}\" is not an http or https URL");
+                        return Err(loc.invalid(&path.key("api_root"), problem).into());
+                    }
+                },
+                None => None,
+            };
+            sessions.push(ServeSession { id, api_root, login_url: session.login_url, place: loc.place(&path) });
         }
         let config = ServeConfig {
             listen,
@@ -220,8 +264,28 @@ impl ServeConfig {
                 defaults.browser_session_ttl,
             )?,
             tls: raw.tls.map(|t| TlsFiles { cert: at_folder(t.cert), key: at_folder(t.key) }),
+            sessions,
         };
         Ok(config)
+    }
+
+    /// The `[serve.sessions.ID]` of a session, if written.
+    pub fn session(&self, id: &str) -> Option<&ServeSession> {
+        self.sessions.iter().find(|s| s.id == id)
+    }
+
+    /// Checks that every `[serve.sessions.ID]` names a session of the file (`sessions`, the loader's),
+    /// with the closest id when it does not.
+    pub fn check_sessions(&self, sessions: &[ConfiguredSession]) -> Result<(), ConfigError> {
+        let known: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        for session in &self.sessions {
+            if !known.contains(&session.id.as_str()) {
+                let problem =
+                    format!("there is no [sessions.{}] in this file{}", session.id, suggest(&session.id, &known));
+                return Err(session.place.problem(problem).into());
+            }
+        }
+        Ok(())
     }
 
     /// Whether the listen address is served safely: loopback, TLS, or plain HTTP explicitly allowed.
@@ -268,13 +332,25 @@ mod tests {
         );
         assert!(config.check_listen(config.listen).is_ok(), "TLS makes a public address fine");
         let error = parse("[serve]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
-        assert!(error.contains("`listen` = \"nowhere\" is not an address"), "{error}");
-        let error = parse("[serve]\nlistne = \"127.0.0.1:1\"\n").unwrap_err().to_string();
-        assert!(error.contains("unknown field `listne`"), "{error}");
+        assert_eq!(
+            error,
+            "warden.toml line 2, column 1: `serve.listen`: \"nowhere\" is not an address like 127.0.0.1:7878"
+        );
+        let error = parse("[store]\npath = \"x\"\n\n[serve]\nlistne = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert_eq!(error, "warden.toml line 5, column 1: unknown key `listne` in [serve] (did you mean `listen`?)");
         let error = parse("[serve]\nevents_kept = 0\n").unwrap_err().to_string();
-        assert!(error.contains("`events_kept` must be at least 1"), "{error}");
-        let error = parse("[serve]\nproxy_timeout = \"soon\"\n").unwrap_err().to_string();
-        assert!(error.contains("proxy_timeout") || error.contains("soon"), "{error}");
+        assert_eq!(error, "warden.toml line 2, column 1: `serve.events_kept`: must be at least 1");
+        let error = parse("[serve]\nproxy_timeout = \"soon\"\n").unwrap_err();
+        assert_eq!((error.line(), error.key()), (Some(2), Some("serve.proxy_timeout")), "{error}");
+        let error = parse("[serve]\nlisten = \n").unwrap_err().to_string();
+        assert!(error.starts_with("warden.toml line 2, column 10: not valid TOML"), "{error}");
+        let error = parse("[serve.sessions.a]\napi_root = \"ftp://x\"\n").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "warden.toml line 2, column 1: `serve.sessions.a.api_root`: \"ftp://x\" is not an http or https URL"
+        );
+        let error = parse("[serve.sessions.a]\napi_rot = \"https://x\"\n").unwrap_err().to_string();
+        assert!(error.contains("unknown key `api_rot` in [serve.sessions.a] (did you mean `api_root`?)"), "{error}");
     }
 
     #[test]

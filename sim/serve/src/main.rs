@@ -1,12 +1,17 @@
 //! The `warden` binary: `warden serve --config warden.toml [--listen ADDR]` runs the service;
-//! `warden check --config warden.toml` checks the `[serve]` table (where it listens, that the address is
-//! safe to serve, the token file, the TLS files) and exits 0, or prints what is wrong and exits 2.
+//! `warden serve --demo` runs mock brokers in-process with a session for each (see [`DemoSource`]).
+//! `warden check --config warden.toml` checks the whole file as `serve` would read it, starting nothing
+//! (every key with its line, every policy, every credential reference resolved and every adapter built,
+//! `[serve]`: where it listens, that the address is safe to serve, the token file, the TLS files) and
+//! exits 0, or prints what is wrong and exits 2.
 //!
 //! Signals: SIGTERM and SIGINT drain and stop (no logout: sessions resume on the next start); SIGHUP
 //! re-reads the session source.
 //!
 //! The runtime and the sessions come from [`runtime_for`]: the one place where the configuration's
-//! `[store]` and `[sessions.*]` tables become a `WardenBuilder` and a `SessionSource`.
+//! `[store]` and `[sessions.*]` tables become a `WardenBuilder` and a `SessionSource`
+//! ([`FileSource`]: the real broker adapters, the file's store; SIGHUP and `POST /v1/reload` re-read
+//! the sessions).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,9 +19,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use warden_actors::{Warden, WardenBuilder};
+use warden_actors::{Clock, Warden, WardenBuilder};
+use warden_adapters::config::SystemEnvironment;
 use warden_serve::auth::{TOKEN_ENV_VAR, TokenOrigin, load_or_create_token};
-use warden_serve::{ServeConfig, ServeOptions, SessionSource};
+use warden_serve::demo::DemoSource;
+use warden_serve::{ConfigError, FileSource, ServeOptions, SessionSource};
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Keeps broker API sessions alive for trading engines in any language")]
@@ -30,8 +37,12 @@ enum Command {
     /// Run the service: proxy, status API, events, status page, metrics.
     Serve {
         /// The configuration file.
+        #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+        config: Option<PathBuf>,
+        /// Nothing configured: start mock brokers in this process (Saxo, IBKR, Kotak Neo, Kite, OAuth2) and
+        /// serve a session for each; the token file is ./warden-serve.token.
         #[arg(long)]
-        config: PathBuf,
+        demo: bool,
         /// Where to listen (default: `[serve] listen`, else 127.0.0.1:7878).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -47,21 +58,20 @@ enum Command {
     },
 }
 
-/// The runtime and the session source for the configuration at `config_path`. The configuration loader
-/// reads `[store]` and `[sessions.*]` into a `WardenBuilder` (the store, its key) and a `SessionSource`
-/// (one entry per session: its spec, its adapter's API, its API root); what is returned here is what
-/// `warden serve` runs. Without a loader's answer, the runtime keeps its snapshots in memory and the
-/// service starts with no sessions.
-fn runtime_for(config_path: &Path) -> (WardenBuilder, Option<Arc<dyn SessionSource>>) {
-    tracing::info!(config = %config_path.display(), "sessions: none from this binary's configuration yet");
-    (Warden::builder().memory_store(), None)
+/// The runtime and the session source for the configuration at `config_path`: the file's `[store]`
+/// (its path, its key, its durability) on the system clock, and a [`FileSource`] that reads its
+/// `[sessions.*]` with the real broker adapters and their credentials from the environment and files
+/// the references name — at start and on every reload.
+fn runtime_for(config_path: &Path) -> Result<(WardenBuilder, Option<Arc<dyn SessionSource>>), ConfigError> {
+    let (builder, source) = FileSource::open(config_path, Arc::new(SystemEnvironment))?;
+    Ok((builder, Some(source)))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve { config, listen, allow_plain_http } => {
+        Command::Serve { config, demo, listen, allow_plain_http } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -73,7 +83,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(serve(&config, listen, allow_plain_http)) {
+            // clap refuses --config with --demo, and requires one of them.
+            debug_assert!(config.is_some() != demo);
+            match runtime.block_on(serve(config.as_deref(), listen, allow_plain_http)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("warden serve: {error}");
@@ -85,13 +97,25 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let config = match ServeConfig::load(path) {
-        Ok(config) => config,
+    // The adapters are built on warden's clock, which runs a task: a small runtime for the check.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("warden: could not start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let checked = match runtime.block_on(async { FileSource::check(path, &SystemEnvironment) }) {
+        Ok(checked) => checked,
         Err(error) => {
             eprintln!("warden check: {error}");
             return ExitCode::from(2);
         }
     };
+    for warning in &checked.config.warnings {
+        eprintln!("warden check: warning: {warning}");
+    }
+    let config = checked.serve;
     let mut problems = Vec::new();
     if let Err(problem) = config.check_listen(config.listen) {
         problems.push(problem);
@@ -118,12 +142,33 @@ fn check(path: &Path) -> ExitCode {
         return ExitCode::from(2);
     }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    println!("{}: [serve] is fine: listens on {scheme}://{}; {token}", path.display(), config.listen);
+    let sessions: Vec<String> =
+        checked.config.sessions.iter().map(|s| format!("{} ({})", s.id, s.broker().as_str())).collect();
+    println!(
+        "{}: fine: {} session(s): {}; store {}; listens on {scheme}://{}; {token}",
+        path.display(),
+        sessions.len(),
+        sessions.join(", "),
+        checked.config.store.path.display(),
+        config.listen
+    );
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, listen: Option<SocketAddr>, allow_plain_http: bool) -> Result<(), String> {
-    let config = ServeConfig::load(path).map_err(|e| e.to_string())?;
+/// Serves the configuration at `path`, or the demo without one.
+async fn serve(path: Option<&Path>, listen: Option<SocketAddr>, allow_plain_http: bool) -> Result<(), String> {
+    let (builder, source, config) = match path {
+        Some(path) => {
+            let (builder, source) = runtime_for(path).map_err(|e| e.to_string())?;
+            (builder, source, warden_serve::ServeConfig::load(path).map_err(|e| e.to_string())?)
+        }
+        None => {
+            let demo = DemoSource::start(Clock::system()).await.map_err(|e| e.to_string())?;
+            tracing::info!("demo: five mock brokers in this process, a session for each, snapshots in memory");
+            let source: Arc<dyn SessionSource> = Arc::new(demo);
+            (Warden::builder().memory_store(), Some(source), warden_serve::ServeConfig::default())
+        }
+    };
     let listen = listen.unwrap_or(config.listen);
     let (token, origin) =
         load_or_create_token(&config.token_file, std::env::var(TOKEN_ENV_VAR).ok()).map_err(|e| e.to_string())?;
@@ -134,7 +179,6 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, allow_plain_http: bool) 
             tracing::info!(file = %config.token_file.display(), "made a new bearer token (mode 0600)")
         }
     }
-    let (builder, source) = runtime_for(path);
     let warden = builder.build().await.map_err(|e| e.to_string())?;
     let options = ServeOptions { config, listen, allow_plain_http, token, warden, sessions: Vec::new(), source };
     let on_service = |service: &warden_serve::Service| {
