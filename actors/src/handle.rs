@@ -64,6 +64,13 @@ impl SessionHandle {
         self.shared.lease.load().filter(|lease| coarse_now < lease.usable_until)
     }
 
+    /// The published lease, for looking at (a status page shows its expiry, its age and a fingerprint of
+    /// its token): unlike [`SessionHandle::try_token`] it does not count as a use, so the idle timeout does
+    /// not see it. Use `token()` for calls.
+    pub fn peek_lease(&self) -> Option<Arc<warden_engine::Lease>> {
+        self.shared.lease.peek()
+    }
+
     /// A token the broker will accept, or why not.
     ///
     /// Lock-free while the session is `Valid`/`ExpiringSoon`; otherwise waits for the session (a login,

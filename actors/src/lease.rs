@@ -51,6 +51,13 @@ impl LeaseCell {
         Some(LeaseGuard { inner: guard })
     }
 
+    /// The published lease, if there is one, without marking the session as used: for status pages and
+    /// metrics, which must not keep an idle session alive.
+    pub fn peek(&self) -> Option<Arc<Lease>> {
+        let lease = self.current.load_full();
+        (lease.generation != Generation::NONE).then_some(lease)
+    }
+
     /// Replaces the published lease (`None` withdraws it).
     pub fn publish(&self, lease: Option<Lease>) {
         self.current.store(Arc::new(lease.unwrap_or_else(empty_lease)));
@@ -121,7 +128,10 @@ mod tests {
         assert_eq!((lease.generation, lease.token()), (Generation(3), "tok"));
         assert!(cell.take_used());
         assert!(!cell.take_used());
+        assert_eq!(cell.peek().map(|l| l.generation), Some(Generation(3)));
+        assert!(!cell.take_used(), "a look at the lease is not a use");
         cell.publish(None);
+        assert!(cell.peek().is_none());
         assert!(cell.load().is_none());
         assert_eq!(lease.into_lease().generation, Generation(3), "a taken lease outlives its withdrawal");
     }

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use common::mock_http::{MockServer, Reply, Seen, field, oauth_header_params, parse_pairs, percent_decode};
 use warden_adapters::broker::ibkr::{self, oauth};
 use warden_adapters::broker::{
-    ApiRequest, ClientAuth, HttpClient, HttpSettings, Ibkr, IbkrSettings, Kite, KiteSettings, KotakNeo, KotakSettings,
-    OAuth2ClientCredentials, OAuth2Settings, Saxo, SaxoSettings, codes, kite, totp,
+    ApiRequest, BrokerApi, ClientAuth, HttpClient, HttpSettings, Ibkr, IbkrSettings, Kite, KiteSettings, KotakNeo,
+    KotakSettings, OAuth2ClientCredentials, OAuth2Settings, Saxo, SaxoSettings, codes, kite, totp,
 };
 use warden_engine::{Broker, Credentials, Delivery, ErrorClass, Grant, KeepaliveStatus, LoginRequest, Secret, UnixMs};
 
@@ -506,6 +506,11 @@ async fn kite_cycle() -> Vec<String> {
                 Reply::json(200, serde_json::json!({"status":"success","data":{"user_id":"AB1234"}}))
             }
             ("DELETE", "/session/token") => Reply::json(200, serde_json::json!({"status":"success","data":true})),
+            // A debugging endpoint that echoes the authorisation back.
+            (_, "/echo") => {
+                let auth = seen.header("authorization").unwrap_or_default().to_owned();
+                Reply::json(200, serde_json::json!({"authorization": auth})).header("x-echo", &auth)
+            }
             _ => Reply::json(
                 403,
                 serde_json::json!({"status":"error","error_type":"TokenException","message":"Incorrect `api_key` or `access_token`."}),
@@ -535,6 +540,18 @@ async fn kite_cycle() -> Vec<String> {
         (e.status, e.code.as_deref(), kite.classify(&e)),
         (Some(403), Some("TokenException"), ErrorClass::AuthExpired)
     );
+    // Raw mode (a transparent proxy): the answer whatever its status, with the adapter's reading of it.
+    let raw = BrokerApi::send_raw(&kite, NOW, &dead, ApiRequest::get(kite.api_url("user/profile"))).await.unwrap();
+    assert_eq!(raw.response.status, 403);
+    assert!(String::from_utf8_lossy(&raw.response.body).contains("TokenException"));
+    assert_eq!(raw.error.as_ref().map(|e| kite.classify(e)), Some(ErrorClass::AuthExpired));
+    let raw = kite.send_raw(NOW, &grant, ApiRequest::get(kite.api_url("user/profile"))).await.unwrap();
+    assert_eq!((raw.response.status, raw.error.is_none()), (200, true));
+    let echoed = kite.send_raw(NOW, &grant, ApiRequest::get(kite.api_url("echo"))).await.unwrap();
+    let body = String::from_utf8_lossy(&echoed.response.body).into_owned();
+    let header = echoed.response.headers.get("x-echo").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // The access token and the API key (a grant extra) are both scrubbed.
+    assert!(body.contains("\"token ***:***\"") && header == "token ***:***", "{body} / {header}");
     kite.logout(NOW, &grant).await.expect("logout");
     let last = server.seen().last().cloned().unwrap();
     assert_eq!((last.method.as_str(), last.path.as_str()), ("DELETE", "/session/token"));

@@ -437,6 +437,13 @@ pub enum RequestBody {
     Json(serde_json::Value),
     /// A form (`Content-Type: application/x-www-form-urlencoded`).
     Form(Vec<(String, String)>),
+    /// Bytes sent as they are, with their content type if they have one (a transparent proxy's body).
+    Raw {
+        /// The `Content-Type` header, if any.
+        content_type: Option<String>,
+        /// The bytes.
+        bytes: bytes::Bytes,
+    },
 }
 
 impl ApiRequest {
@@ -545,6 +552,56 @@ pub(crate) async fn send_authorized(
     grant: &Grant,
     request: ApiRequest,
 ) -> Result<ApiResponse, BrokerError> {
+    // The caller is the program itself: the answer's body is its own to read (IBKR's tickle hands back
+    // the session the grant keeps), only error messages are scrubbed.
+    let answer = exchange_authorized(http, wire, authorize, now, grant, request, false).await?;
+    if let Some(error) = answer.error {
+        return Err(error);
+    }
+    let raw = answer.response;
+    let allowance = RateAllowance::from_header_map(&raw.headers, now);
+    Ok(ApiResponse { status: raw.status, headers: raw.headers, body: raw.body, allowance })
+}
+
+/// An answer read in raw mode: the broker's response whatever its status, and the adapter's reading of
+/// it — `error` is `None` for a success, else the error the adapter's `send` would have returned.
+#[derive(Clone, Debug)]
+pub struct RawAnswer {
+    /// Status, headers and body as the broker sent them (the grant's secrets scrubbed, see
+    /// [`scrub_bytes`]).
+    pub response: RawResponse,
+    /// The adapter's reading: `None` for a success, else the error (its class comes from the adapter's
+    /// `Broker::classify`).
+    pub error: Option<BrokerError>,
+}
+
+/// The raw mode of the `send` shell, for a transparent proxy: authorises `request` with `grant`, sends
+/// it, and returns the answer whatever its status with the adapter's reading of it. Only a request that
+/// got no answer (never sent, timed out, connection lost, a body over the size limit) is an `Err`.
+/// The grant's secrets are scrubbed from the error's message and from the answer's headers and body (an
+/// endpoint that echoes the request must not hand the token to the caller).
+pub(crate) async fn send_authorized_raw(
+    http: &HttpClient,
+    wire: &Wire,
+    authorize: Authorize<'_>,
+    now: UnixMs,
+    grant: &Grant,
+    request: ApiRequest,
+) -> Result<RawAnswer, BrokerError> {
+    exchange_authorized(http, wire, authorize, now, grant, request, true).await
+}
+
+/// Authorises, sends and reads one request; the grant's secrets are scrubbed from error messages, and
+/// from the answer's headers and body when `scrub_answer` (raw mode: the answer goes to another program).
+async fn exchange_authorized(
+    http: &HttpClient,
+    wire: &Wire,
+    authorize: Authorize<'_>,
+    now: UnixMs,
+    grant: &Grant,
+    request: ApiRequest,
+    scrub_answer: bool,
+) -> Result<RawAnswer, BrokerError> {
     let url = Url::parse(&request.url).map_err(|e| {
         BrokerError::not_sent(format!("{} {} request: the URL is not valid ({e})", wire.name, request.method))
     })?;
@@ -570,16 +627,64 @@ pub(crate) async fn send_authorized(
         RequestBody::Form(pairs) => builder
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form_urlencode(&pairs)),
+        RequestBody::Raw { content_type, bytes } => {
+            let builder = match content_type {
+                Some(content_type) => builder.header(reqwest::header::CONTENT_TYPE, content_type),
+                None => builder,
+            };
+            builder.body(bytes)
+        }
     };
-    let raw = http.exchange(now, &endpoint, builder).await?;
+    let secrets = grant_secrets(grant);
+    let mut raw = http.exchange(now, &endpoint, builder).await.map_err(|mut error| {
+        error.message = scrub(&error.message, &secrets);
+        error
+    })?;
     // Filed for the grant whatever the answer: a 429 says the most about what is left.
     let allowance = RateAllowance::from_header_map(&raw.headers, now);
-    http.allowances.record(endpoint.broker, endpoint.class.unwrap_or("other"), Some(grant), now, allowance.clone());
-    if let Some(mut error) = (wire.read_error)(&endpoint, &raw, now) {
-        error.message = scrub(&error.message, &grant_secrets(grant));
-        return Err(error);
+    http.allowances.record(endpoint.broker, endpoint.class.unwrap_or("other"), Some(grant), now, allowance);
+    let error = (wire.read_error)(&endpoint, &raw, now).map(|mut error| {
+        error.message = scrub(&error.message, &secrets);
+        error
+    });
+    if scrub_answer {
+        scrub_response(&mut raw, &secrets);
     }
-    Ok(ApiResponse { status: raw.status, headers: raw.headers, body: raw.body, allowance })
+    Ok(RawAnswer { response: raw, error })
+}
+
+/// Replaces every occurrence of a secret (four bytes or more) in `bytes` with `***`; returns whether
+/// anything was replaced. One pass per secret (memchr's substring search), so a clean body costs a scan.
+pub fn scrub_bytes(bytes: &mut Vec<u8>, secrets: &[&str]) -> bool {
+    let mut replaced = false;
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        let finder = memchr::memmem::Finder::new(secret.as_bytes());
+        if finder.find(bytes).is_none() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut rest = 0;
+        for at in finder.find_iter(bytes) {
+            out.extend_from_slice(&bytes[rest..at]);
+            out.extend_from_slice(warden_engine::secret::REDACTED.as_bytes());
+            rest = at + secret.len();
+        }
+        out.extend_from_slice(&bytes[rest..]);
+        *bytes = out;
+        replaced = true;
+    }
+    replaced
+}
+
+/// Scrubs `secrets` from a response's header values and body.
+fn scrub_response(raw: &mut RawResponse, secrets: &[&str]) {
+    scrub_bytes(&mut raw.body, secrets);
+    for value in raw.headers.values_mut() {
+        let mut bytes = value.as_bytes().to_vec();
+        if scrub_bytes(&mut bytes, secrets) {
+            *value = HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static("***"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -635,5 +740,9 @@ mod tests {
             "token *** leaked, abc",
             "short ones stay"
         );
+        let mut body = b"{\"echo\":\"Bearer tok-12345\",\"again\":\"tok-12345\"}".to_vec();
+        assert!(scrub_bytes(&mut body, &["tok-12345", "abc"]));
+        assert_eq!(body, b"{\"echo\":\"Bearer ***\",\"again\":\"***\"}");
+        assert!(!scrub_bytes(&mut body, &["absent-secret"]), "a clean body is left alone");
     }
 }

@@ -28,8 +28,8 @@ use warden_engine::{
 };
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
-    wire_error,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawAnswer, RawResponse, Wire, error_answer, is_success,
+    send_authorized, send_authorized_raw, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
 use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
@@ -250,6 +250,12 @@ impl KotakNeo {
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
         send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
+    }
+
+    /// [`send`](Self::send) in raw mode: the answer whatever its status, with the adapter's reading of it
+    /// (for a transparent proxy; see [`crate::broker::api`]).
+    pub async fn send_raw(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<RawAnswer, BrokerError> {
+        send_authorized_raw(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     /// One login step: POST `body` to `path` with `headers`, read the answer as JSON.

@@ -13,7 +13,9 @@
 //! up to a size limit and refused beyond it before parsing ([`json`]); `Retry-After` and
 //! `X-RateLimit-*` become the error's `retry_after` and a [`RateAllowance`] ([`headers`]); each adapter
 //! declares its endpoint classes and their published limits as data ([`limits`]). Every adapter also
-//! has `send(now, grant, request)`, a real HTTP call through the adapter for `SessionHandle::execute`.
+//! has `send(now, grant, request)`, a real HTTP call through the adapter for `SessionHandle::execute`,
+//! and `send_raw`, its raw mode for a transparent proxy (the answer whatever its status, with the
+//! adapter's reading of it), behind the object-safe [`BrokerApi`] trait ([`api`]).
 //!
 //! Secrets stay [`Secret`](warden_engine::Secret)s until the moment they are written into a request;
 //! error messages name the broker, the method, the path, the status and the broker's own error code and
@@ -21,6 +23,7 @@
 //!
 //! [`Broker`]: warden_engine::Broker
 
+pub mod api;
 pub mod headers;
 pub mod http;
 pub mod ibkr;
@@ -35,8 +38,12 @@ pub mod totp;
 use reqwest::Url;
 use warden_engine::{BrokerError, Credentials, ErrorClass, Secret};
 
+pub use api::{BrokerApi, PlainApi};
 pub use headers::{AllowanceWindow, RateAllowance};
-pub use http::{AllowanceBook, ApiRequest, ApiResponse, HttpClient, HttpSettings, ObservedAllowance, RequestBody};
+pub use http::{
+    AllowanceBook, ApiRequest, ApiResponse, HttpClient, HttpSettings, ObservedAllowance, RawAnswer, RawResponse,
+    RequestBody,
+};
 pub use ibkr::{Ibkr, IbkrSettings};
 pub use kite::{Kite, KiteSettings};
 pub use kotak::{KotakNeo, KotakSettings};

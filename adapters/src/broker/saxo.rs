@@ -27,7 +27,8 @@ use reqwest::{Method, Url};
 use warden_engine::{BoxFuture, Broker, BrokerError, Capabilities, ErrorClass, Grant, LoginRequest, Secret, UnixMs};
 
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawAnswer, RawResponse, Wire, error_answer, is_success,
+    send_authorized, send_authorized_raw,
 };
 use super::json::{Obj, clean_text};
 use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
@@ -175,6 +176,12 @@ impl Saxo {
     /// Authorises `request` with `grant`, sends it and reads the answer (see [`crate::broker::http`]).
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
         send_authorized(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
+    }
+
+    /// [`send`](Self::send) in raw mode: the answer whatever its status, with the adapter's reading of it
+    /// (for a transparent proxy; see [`crate::broker::api`]).
+    pub async fn send_raw(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<RawAnswer, BrokerError> {
+        send_authorized_raw(&self.http, &WIRE, &|g, r| self.authorize(g, r), now, grant, request).await
     }
 
     /// One token request with `params` (plus the redirect URI and the client's authentication).

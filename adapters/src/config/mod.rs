@@ -64,7 +64,8 @@ pub struct WardenConfig {
     pub sessions: Vec<ConfiguredSession>,
     /// `allow_inline_secrets`: whether secrets written in the file itself were accepted.
     pub allow_inline_secrets: bool,
-    /// What was accepted but ignored (the reserved tables `[serve]` and `[cluster]`), located like errors.
+    /// What was accepted but ignored (the reserved table `[cluster]`), located like errors. `[serve]` is
+    /// accepted without a warning: `warden serve` reads it.
     pub warnings: Vec<LocatedProblem>,
 }
 

@@ -25,14 +25,14 @@ pub(crate) struct RawConfig {
     pub policy: PolicyFile,
     #[serde(default)]
     pub sessions: Sessions,
-    /// Reserved for a later version (a status service): accepted, ignored with a warning.
+    /// The service's settings: read by `warden serve` (the `warden` crate), accepted and left alone here.
     pub serve: Option<IgnoredAny>,
     /// Reserved for a later version (several warden processes): accepted, ignored with a warning.
     pub cluster: Option<IgnoredAny>,
 }
 
 /// The top-level tables that are reserved: accepted and ignored, with a warning.
-pub(crate) const RESERVED_TABLES: [&str; 2] = ["serve", "cluster"];
+pub(crate) const RESERVED_TABLES: [&str; 1] = ["cluster"];
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]

@@ -41,8 +41,8 @@ use warden_engine::{
 
 use self::oauth::{DhParams, OAuthError};
 use super::http::{
-    ApiRequest, ApiResponse, Endpoint, HttpClient, RawResponse, Wire, error_answer, is_success, send_authorized,
-    wire_error,
+    ApiRequest, ApiResponse, Endpoint, HttpClient, RawAnswer, RawResponse, Wire, error_answer, is_success,
+    send_authorized, send_authorized_raw, wire_error,
 };
 use super::json::{Obj, WireError, clean_text};
 use super::limits::{EndpointLimit, LimitScope, Route, ServerAllowance};
@@ -366,6 +366,13 @@ impl Ibkr {
     pub async fn send(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<ApiResponse, BrokerError> {
         let authorize = |g: &Grant, r: &mut BrokerRequest| authorize_at(self, g, r, now);
         send_authorized(&self.http, &WIRE, &authorize, now, grant, request).await
+    }
+
+    /// [`send`](Self::send) in raw mode: the answer whatever its status, with the adapter's reading of it
+    /// (for a transparent proxy; see [`crate::broker::api`]).
+    pub async fn send_raw(&self, now: UnixMs, grant: &Grant, request: ApiRequest) -> Result<RawAnswer, BrokerError> {
+        let authorize = |g: &Grant, r: &mut BrokerRequest| authorize_at(self, g, r, now);
+        send_authorized_raw(&self.http, &WIRE, &authorize, now, grant, request).await
     }
 
     /// The `Authorization` header of a request signed HMAC-SHA256 at `now` with `nonce`.
