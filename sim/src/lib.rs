@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod html;
 pub mod model;
 pub mod report;

@@ -5,6 +5,7 @@
 //! warden-sim run sim/scenarios/saxo.toml --json out.json --html out.html
 //! warden-sim run sim/scenarios --seeds 20           # 20 seeds each, the worst reported
 //! warden-sim compare sim/scenarios/kotak-neo.toml --policies reactive,proactive,hybrid
+//! warden-sim bench --quick --json bench.json              # measure warden at scale (docs/benchmarks.md)
 //! ```
 
 use std::io::IsTerminal;
@@ -87,6 +88,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
         store: StoreArg,
     },
+    /// Measure warden at scale beside what users would build instead (see docs/benchmarks.md).
+    Bench(warden_sim::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Compare { file, policies, json, seed, store } => {
             compare_command(&file, &policies, json.as_deref(), seed, store.into())
         }
+        Command::Bench(args) => warden_sim::bench::run(args),
     }
 }
 
