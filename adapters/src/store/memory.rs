@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use warden_engine::{Durability, LoadOutcome, SessionEvent, SessionId, Snapshot, Store, StoreError};
+use warden_engine::{Durability, LoadOutcome, Pending, SessionEvent, SessionId, Snapshot, Store, StoreError};
 use zeroize::Zeroizing;
 
 use super::lifetimes::{ObservedLifetime, observed_lifetimes};
@@ -40,7 +40,7 @@ pub struct MemoryStats {
     pub loads: u64,
     /// Loads that found an unreadable record and quarantined it.
     pub quarantined: u64,
-    /// `append_log` calls.
+    /// Log entries appended (`append_log`, and every entry of `append_logs`).
     pub log_appends: u64,
     /// `flush` calls.
     pub flushes: u64,
@@ -177,12 +177,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.save(snapshot, Durability::Flushed).map(|()| Pending::Durable)
+    }
+
     fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
+        self.append_logs(session, std::slice::from_ref(event))
+    }
+
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        inner.stats.log_appends += 1;
+        inner.stats.log_appends += events.len() as u64;
         let retention = inner.log_retention;
         let log = inner.logs.entry(session.clone()).or_default();
-        log.push_back(event.clone());
+        log.extend(events.iter().cloned());
         while log.len() > retention {
             log.pop_front();
         }

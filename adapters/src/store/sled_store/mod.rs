@@ -48,7 +48,8 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 use warden_engine::{
-    Durability, LoadOutcome, SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, Store, StoreError, UnixMs,
+    Durability, LoadOutcome, Pending, SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, Store, StoreError,
+    UnixMs,
 };
 
 pub use self::keys::KEY_PROBE_LIMIT;
@@ -93,7 +94,9 @@ pub const DEFAULT_BACKGROUND_FLUSH_MS: u64 = 500;
 #[non_exhaustive]
 pub enum FlushPolicy {
     /// A `save` asking for [`Durability::Flushed`] (the engine asks on every grant change) flushes before
-    /// it returns; other writes reach the disk with sled's background flush.
+    /// it returns, and a [`Store::save_deferred`] answers [`Pending::Flush`] (the runtime's group commit
+    /// flushes it together with other sessions' writes); other writes reach the disk with sled's
+    /// background flush.
     #[default]
     AsRequested,
     /// Every `save`, `append_log` and `remove` flushes before it returns.
@@ -295,6 +298,14 @@ impl fmt::Debug for QuarantineEntry {
     }
 }
 
+/// The sessions that have saved a snapshot, and the list file open for appending (opened at the first
+/// append, and again after the file was replaced).
+#[derive(Default)]
+struct KnownList {
+    sessions: HashSet<SessionId>,
+    file: Option<fs::File>,
+}
+
 /// Where a session's log stands: the next sequence number and the oldest one that may still be stored.
 #[derive(Clone, Copy, Debug)]
 struct LogCursor {
@@ -373,9 +384,11 @@ pub struct SledStore {
     /// Held across a log append (sequence number, insert, trim).
     cursors: Mutex<HashMap<SessionId, LogCursor>>,
     /// The sessions that have saved a snapshot (the `warden.sessions` file).
-    known: Mutex<HashSet<SessionId>>,
+    known: Mutex<KnownList>,
     /// The file was changed since it was last made durable (done before the next flush).
     known_unsynced: AtomicBool,
+    /// The file was replaced (rewritten and renamed) since the directory was last fsync-ed.
+    known_renamed: AtomicBool,
     /// Why a known session without a record starts fresh (the store was rebuilt or started over), if
     /// that is why; otherwise such a session's record was lost some other way.
     fresh_start: Option<String>,
@@ -465,7 +478,7 @@ impl SledStore {
             tracing::warn!(%problem, "the list of known sessions cannot be read; rebuilding it from the snapshots");
             None
         });
-        let mut known_sessions = listed.clone().unwrap_or_default();
+        let mut known_sessions = listed.as_ref().map(|l| l.sessions.clone()).unwrap_or_default();
         for key in trees.snapshots.iter().keys() {
             let key = key.map_err(|e| io_error(&path, format!("reading the snapshots: {e}")))?;
             if let Some(session) = std::str::from_utf8(&key).ok().and_then(|s| SessionId::new(s).ok()) {
@@ -475,7 +488,7 @@ impl SledStore {
 
         let Settled { codec, started_over } = settle_key(&path, &trees, &options, lookup)?;
 
-        if rebuilt.is_some() || listed.as_ref() != Some(&known_sessions) {
+        if rebuilt.is_some() || listed.as_ref().is_none_or(|l| !l.clean || l.sessions != known_sessions) {
             known::write(&path, &known_sessions, true)
                 .map_err(|e| io_error(&path, format!("cannot write the list of known sessions: {e}")))?;
         }
@@ -507,8 +520,9 @@ impl SledStore {
             clock: options.clock.clone(),
             cache: Mutex::new(SnapshotCache { capacity: options.snapshot_cache_entries, entries: HashMap::new() }),
             cursors: Mutex::new(HashMap::new()),
-            known: Mutex::new(known_sessions),
+            known: Mutex::new(KnownList { sessions: known_sessions, file: None }),
             known_unsynced: AtomicBool::new(false),
+            known_renamed: AtomicBool::new(false),
             fresh_start,
             rebuilt,
             moved_aside,
@@ -582,7 +596,7 @@ impl SledStore {
         if let Some(reason) = &self.rebuilt {
             return Some(reason.clone());
         }
-        if !lock(&self.known).contains(session) {
+        if !lock(&self.known).sessions.contains(session) {
             return None;
         }
         Some(self.fresh_start.clone().unwrap_or_else(|| {
@@ -594,30 +608,40 @@ impl SledStore {
         }))
     }
 
-    /// Adds a session to the list of sessions that have saved, before its first snapshot is written (made
-    /// durable before the next flush). A failure is reported, not returned: the list only sharpens what a
-    /// lost record is reported as.
+    /// Adds a session to the list of sessions that have saved, before its first snapshot is written: one
+    /// line appended to the file (made durable before the next flush). A failure is reported, not
+    /// returned: the list only sharpens what a lost record is reported as.
     fn remember(&self, session: &SessionId) {
         let mut known = lock(&self.known);
-        if known.contains(session) {
+        if known.sessions.contains(session) {
             return;
         }
-        known.insert(session.clone());
-        match known::write(&self.path, &known, false) {
-            Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
+        let file = match known.file.take() {
+            Some(file) => Ok(file),
+            None => known::open_for_append(&self.path),
+        };
+        match file.and_then(|mut file| known::append(&mut file, session).map(|()| file)) {
+            Ok(file) => {
+                known.file = Some(file);
+                known.sessions.insert(session.clone());
+                self.known_unsynced.store(true, Ordering::SeqCst);
+            }
             Err(e) => {
-                known.remove(session);
                 tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions");
             }
         }
     }
 
-    /// Removes a session from the list, after its records were removed.
+    /// Removes a session from the list, after its records were removed (the file is rewritten whole).
     fn forget(&self, session: &SessionId) {
         let mut known = lock(&self.known);
-        if known.remove(session) {
-            match known::write(&self.path, &known, false) {
-                Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
+        if known.sessions.remove(session) {
+            known.file = None;
+            match known::write(&self.path, &known.sessions, false) {
+                Ok(()) => {
+                    self.known_renamed.store(true, Ordering::SeqCst);
+                    self.known_unsynced.store(true, Ordering::SeqCst);
+                }
                 Err(e) => {
                     tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions")
                 }
@@ -625,15 +649,30 @@ impl SledStore {
         }
     }
 
-    /// Makes the list of known sessions durable if it changed since it last was.
+    /// Makes the list of known sessions durable if it changed since it last was. Appends made while this
+    /// runs set the flag again, so the next flush covers them.
     fn sync_known(&self) {
         if self.known_unsynced.swap(false, Ordering::SeqCst) {
-            let _known = lock(&self.known);
-            if let Err(e) = known::sync(&self.path) {
+            let renamed = self.known_renamed.swap(false, Ordering::SeqCst);
+            if let Err(e) = known::sync(&self.path, renamed) {
                 self.known_unsynced.store(true, Ordering::SeqCst);
+                self.known_renamed.fetch_or(renamed, Ordering::SeqCst);
                 tracing::warn!(error = %e, path = %self.path.display(), "cannot sync the list of known sessions");
             }
         }
+    }
+
+    /// Seals and writes a snapshot (the list of known sessions first), keeping the cache in step.
+    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let session = &snapshot.session_id;
+        let record = self.codec.seal_snapshot(snapshot)?;
+        self.remember(session);
+        let mut cache = lock(&self.cache);
+        self.snapshots
+            .insert(session.as_str().as_bytes(), record)
+            .map_err(|e| self.io(format!("writing the snapshot of session {session}: {e}")))?;
+        cache.put(snapshot);
+        Ok(())
     }
 
     /// Moves an unreadable record from `tree` to its quarantine (snapshots to `quarantine`, log entries to
@@ -826,16 +865,7 @@ impl Store for SledStore {
     }
 
     fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError> {
-        let session = &snapshot.session_id;
-        let record = self.codec.seal_snapshot(snapshot)?;
-        self.remember(session);
-        {
-            let mut cache = lock(&self.cache);
-            self.snapshots
-                .insert(session.as_str().as_bytes(), record)
-                .map_err(|e| self.io(format!("writing the snapshot of session {session}: {e}")))?;
-            cache.put(snapshot);
-        }
+        self.write_snapshot(snapshot)?;
         self.flush_if(match self.flush {
             FlushPolicy::AsRequested => durability == Durability::Flushed,
             FlushPolicy::Always => true,
@@ -843,18 +873,37 @@ impl Store for SledStore {
         })
     }
 
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.write_snapshot(snapshot)?;
+        match self.flush {
+            FlushPolicy::AsRequested => Ok(Pending::Flush),
+            FlushPolicy::Always => self.flush().map(|()| Pending::Durable),
+            FlushPolicy::Never => Ok(Pending::Durable),
+        }
+    }
+
     fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
+        self.append_logs(session, std::slice::from_ref(event))
+    }
+
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         {
             let mut cursors = lock(&self.cursors);
             let cursor = match cursors.entry(session.clone()) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(self.scan_cursor(session)?),
             };
-            let seq = cursor.next;
             let mut batch = sled::Batch::default();
-            batch.insert(log_key(session, seq), self.codec.seal_log(session, seq, event)?);
-            // Keep the newest `log_retention` sequence numbers: seq - retention + 1 ..= seq.
-            let keep_from = seq.saturating_add(1).saturating_sub(self.log_retention as u64);
+            let mut next = cursor.next;
+            for event in events {
+                batch.insert(log_key(session, next), self.codec.seal_log(session, next, event)?);
+                next = next.saturating_add(1);
+            }
+            // Keep the newest `log_retention` sequence numbers: next - retention ..= next - 1.
+            let keep_from = next.saturating_sub(self.log_retention as u64);
             if cursor.oldest < keep_from {
                 for key in self.log.range(log_key(session, cursor.oldest)..log_key(session, keep_from)).keys() {
                     batch.remove(key.map_err(|e| self.io(format!("trimming the log of session {session}: {e}")))?);
@@ -863,7 +912,7 @@ impl Store for SledStore {
             self.log
                 .apply_batch(batch)
                 .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))?;
-            cursor.next = seq.saturating_add(1);
+            cursor.next = next;
             cursor.oldest = cursor.oldest.max(keep_from);
         }
         self.flush_if(self.flush == FlushPolicy::Always)
