@@ -7,12 +7,12 @@
 //! sessions have had a snapshot, so the store can tell "never saved" (`Missing`) from "saved and lost"
 //! (`Quarantined`, one login at once and the policy's rate from then on).
 //!
-//! A session's first snapshot appends one line (its id and a newline) to the file, so that opening a
-//! hundred thousand sessions costs a hundred thousand short appends, not as many rewrites of a growing
-//! list. The line is written before the snapshot, and made durable (the file fsync-ed, `sync`) before the
-//! store flushes: a snapshot the engine asked to be flushed is never on disk without its session in the
-//! list. (Only a snapshot that sled's background flush wrote first could be, until the next flush — and
-//! its loss would then also need damage.) An append cut short by a crash leaves a last line without its
+//! A session's first record adds one line (its id and a newline) to the file: the lines of new sessions
+//! are appended together and the file fsync-ed (`sync`) before every flush of the store, so that opening
+//! a hundred thousand sessions costs a few appends, not as many rewrites of a growing list, and a
+//! snapshot the engine asked to be flushed is never on disk without its session in the list. (Only a
+//! snapshot that sled's background flush wrote first could be, until the next flush — and its loss would
+//! then also need damage.) An append cut short by a crash leaves a last line without its
 //! newline: it is ignored, and the file is rewritten whole at the next open. Rewrites (at open when the
 //! list is not clean, and when a session is removed) replace the file whole: the list goes to
 //! `.warden.sessions.tmp`, which is renamed over the file, so a crash leaves the old list or the new one;
@@ -43,6 +43,9 @@ pub(super) struct Listed {
     /// Whether the file holds exactly that, one id per line (no junk, no cut-off last line, no repeats):
     /// if not, it is rewritten before anything is appended to it.
     pub(super) clean: bool,
+    /// Whether every complete line is a session id: the list can be trusted to name every session with
+    /// records. (A cut-off last line is the append of a session whose first record was never written.)
+    pub(super) complete: bool,
 }
 
 /// Reads the list in `dir`: `Ok(None)` when there is no file, an error (for a warning; the caller
@@ -65,16 +68,17 @@ pub(super) fn read(dir: &Path) -> Result<Option<Listed>, String> {
         Some(end) => &text[..=end],
         None => "",
     };
-    let mut lines = 0;
+    let (mut lines, mut ids) = (0, 0);
     let mut sessions = HashSet::new();
     for line in complete.lines() {
         lines += 1;
         if let Ok(session) = SessionId::new(line.trim()) {
+            ids += 1;
             sessions.insert(session);
         }
     }
     let clean = complete.len() == text.len() && sessions.len() == lines;
-    Ok(Some(Listed { sessions, clean }))
+    Ok(Some(Listed { sessions, clean, complete: ids == lines }))
 }
 
 /// Opens the list in `dir` for appending (creating it if needed).
@@ -82,12 +86,10 @@ pub(super) fn open_for_append(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(dir.join(KNOWN_SESSIONS_FILE_NAME))
 }
 
-/// Appends one session to the list through `file` (from [`open_for_append`]).
-pub(super) fn append(file: &mut File, session: &SessionId) -> std::io::Result<()> {
-    let mut line = Vec::with_capacity(session.as_str().len() + 1);
-    line.extend_from_slice(session.as_str().as_bytes());
-    line.push(b'\n');
-    file.write_all(&line)
+/// Appends lines (session ids, each followed by a newline) to the list through `file` (from
+/// [`open_for_append`]).
+pub(super) fn append_lines(file: &mut File, lines: &[u8]) -> std::io::Result<()> {
+    file.write_all(lines)
 }
 
 /// Replaces the list in `dir` (temporary file, rename); with `durable`, also fsyncs the file before the
@@ -129,21 +131,20 @@ mod tests {
             ["b", "a", "kotak-main"].into_iter().map(|s| SessionId::new(s).expect("id")).collect();
         write(dir.path(), &sessions, false).expect("write");
         sync(dir.path(), true).expect("sync");
-        assert_eq!(read(dir.path()), Ok(Some(Listed { sessions: sessions.clone(), clean: true })));
+        assert_eq!(read(dir.path()), Ok(Some(Listed { sessions: sessions.clone(), clean: true, complete: true })));
         assert!(!dir.path().join(TEMP_FILE_NAME).exists());
         fs::write(dir.path().join(KNOWN_SESSIONS_FILE_NAME), b"a\n\xff\xfe junk line\n\nb\n").expect("write");
         let read_back = read(dir.path()).expect("read").expect("list");
         assert_eq!(read_back.sessions.len(), 2, "{read_back:?}");
-        assert!(!read_back.clean, "junk lines make the file unclean");
+        assert!(!read_back.clean && !read_back.complete, "junk lines make the file unclean and untrusted");
     }
 
     #[test]
     fn appends_add_lines_and_a_cut_off_last_line_is_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut file = open_for_append(dir.path()).expect("open");
-        for id in ["s1", "s2"] {
-            append(&mut file, &SessionId::new(id).expect("id")).expect("append");
-        }
+        append_lines(&mut file, b"s1\n").expect("append");
+        append_lines(&mut file, b"s2\n").expect("append");
         sync(dir.path(), false).expect("sync");
         let listed = read(dir.path()).expect("read").expect("list");
         assert_eq!((listed.sessions.len(), listed.clean), (2, true));
@@ -151,5 +152,6 @@ mod tests {
         file.write_all(b"s3").expect("partial append");
         let listed = read(dir.path()).expect("read").expect("list");
         assert_eq!((listed.sessions.len(), listed.clean), (2, false), "the cut-off line is not a session");
+        assert!(listed.complete, "a cut-off last line does not make the list untrustworthy");
     }
 }

@@ -36,7 +36,6 @@ pub mod keys;
 pub mod known;
 pub mod open;
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
@@ -298,15 +297,20 @@ impl fmt::Debug for QuarantineEntry {
     }
 }
 
-/// The sessions that have saved a snapshot, and the list file open for appending (opened at the first
-/// append, and again after the file was replaced).
+/// The sessions with records, the lines not yet written to the list file, and the file open for
+/// appending (opened at the first append, and again after the file was replaced).
 #[derive(Default)]
 struct KnownList {
     sessions: HashSet<SessionId>,
+    /// New sessions' lines, written to the file (and fsync-ed) before the next flush of the store.
+    unwritten: Vec<u8>,
     file: Option<fs::File>,
 }
 
-/// Where a session's log stands: the next sequence number and the oldest one that may still be stored.
+/// How many locks order the writes of sessions (a session's writes always take the same one).
+const STRIPES: usize = 64;
+
+/// Where a session's log stands: the next sequence number, and a lower bound of the ones still stored.
 #[derive(Clone, Copy, Debug)]
 struct LogCursor {
     next: u64,
@@ -379,9 +383,14 @@ pub struct SledStore {
     quarantine_len: AtomicUsize,
     quarantine_log_len: AtomicUsize,
     clock: Option<WallClock>,
-    /// Held across a snapshot's tree read or write and its cache update, so the cache never goes stale.
+    /// One of these is held across every write of a session (snapshot, log, removal) and across a read
+    /// of its snapshot with the cache update, so that a session's writes keep their order and the cache
+    /// never serves an older snapshot than the disk holds; sessions that hash apart never wait for each
+    /// other.
+    stripes: Box<[Mutex<()>]>,
+    /// The latest snapshots (held only for a lookup or an update).
     cache: Mutex<SnapshotCache>,
-    /// Held across a log append (sequence number, insert, trim).
+    /// Where each session's log stands (held only for a lookup or an update).
     cursors: Mutex<HashMap<SessionId, LogCursor>>,
     /// The sessions that have saved a snapshot (the `warden.sessions` file).
     known: Mutex<KnownList>,
@@ -485,6 +494,16 @@ impl SledStore {
                 known_sessions.insert(session);
             }
         }
+        if listed.as_ref().is_none_or(|l| !l.complete) {
+            // No list to trust (an older store, a lost or damaged file): the sessions with log entries
+            // count too, so that from here on a session not in the list has no record at all.
+            for key in trees.log.iter().keys() {
+                let key = key.map_err(|e| io_error(&path, format!("reading the log: {e}")))?;
+                if let Some((session, _)) = parse_log_key(&key) {
+                    known_sessions.insert(session);
+                }
+            }
+        }
 
         let Settled { codec, started_over } = settle_key(&path, &trees, &options, lookup)?;
 
@@ -518,9 +537,10 @@ impl SledStore {
             quarantine_len: AtomicUsize::new(quarantine_len),
             quarantine_log_len: AtomicUsize::new(quarantine_log_len),
             clock: options.clock.clone(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             cache: Mutex::new(SnapshotCache { capacity: options.snapshot_cache_entries, entries: HashMap::new() }),
             cursors: Mutex::new(HashMap::new()),
-            known: Mutex::new(KnownList { sessions: known_sessions, file: None }),
+            known: Mutex::new(KnownList { sessions: known_sessions, unwritten: Vec::new(), file: None }),
             known_unsynced: AtomicBool::new(false),
             known_renamed: AtomicBool::new(false),
             fresh_start,
@@ -608,28 +628,29 @@ impl SledStore {
         }))
     }
 
-    /// Adds a session to the list of sessions that have saved, before its first snapshot is written: one
-    /// line appended to the file (made durable before the next flush). A failure is reported, not
-    /// returned: the list only sharpens what a lost record is reported as.
+    /// Adds a session to the list of sessions with records, before its first record is written: one line
+    /// for the file, written and fsync-ed before the next flush (so before the record can be reported
+    /// durable). A session new to the list has no log yet, so its log cursor starts at 0 without a scan.
     fn remember(&self, session: &SessionId) {
         let mut known = lock(&self.known);
         if known.sessions.contains(session) {
             return;
         }
-        let file = match known.file.take() {
-            Some(file) => Ok(file),
-            None => known::open_for_append(&self.path),
-        };
-        match file.and_then(|mut file| known::append(&mut file, session).map(|()| file)) {
-            Ok(file) => {
-                known.file = Some(file);
-                known.sessions.insert(session.clone());
-                self.known_unsynced.store(true, Ordering::SeqCst);
-            }
-            Err(e) => {
-                tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions");
-            }
-        }
+        known.sessions.insert(session.clone());
+        known.unwritten.extend_from_slice(session.as_str().as_bytes());
+        known.unwritten.push(b'\n');
+        drop(known);
+        self.known_unsynced.store(true, Ordering::SeqCst);
+        lock(&self.cursors).entry(session.clone()).or_insert(LogCursor { next: 0, oldest: 0 });
+    }
+
+    /// The lock that orders `session`'s writes.
+    fn stripe(&self, session: &SessionId) -> MutexGuard<'_, ()> {
+        let hash = session
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        lock(&self.stripes[(hash % STRIPES as u64) as usize])
     }
 
     /// Removes a session from the list, after its records were removed (the file is rewritten whole).
@@ -637,6 +658,7 @@ impl SledStore {
         let mut known = lock(&self.known);
         if known.sessions.remove(session) {
             known.file = None;
+            known.unwritten.clear();
             match known::write(&self.path, &known.sessions, false) {
                 Ok(()) => {
                     self.known_renamed.store(true, Ordering::SeqCst);
@@ -649,10 +671,27 @@ impl SledStore {
         }
     }
 
-    /// Makes the list of known sessions durable if it changed since it last was. Appends made while this
-    /// runs set the flag again, so the next flush covers them.
+    /// Writes the new sessions' lines and makes the list durable if it changed since it last was.
+    /// Sessions remembered while this runs set the flag again, so the next flush covers them. A failure
+    /// is reported, not returned: the list only sharpens what a lost record is reported as.
     fn sync_known(&self) {
         if self.known_unsynced.swap(false, Ordering::SeqCst) {
+            {
+                let mut known = lock(&self.known);
+                if !known.unwritten.is_empty() {
+                    let file = match known.file.take() {
+                        Some(file) => Ok(file),
+                        None => known::open_for_append(&self.path),
+                    };
+                    let lines = std::mem::take(&mut known.unwritten);
+                    match file.and_then(|mut file| known::append_lines(&mut file, &lines).map(|()| file)) {
+                        Ok(file) => known.file = Some(file),
+                        Err(e) => {
+                            tracing::warn!(error = %e, path = %self.path.display(), "cannot update the list of known sessions")
+                        }
+                    }
+                }
+            }
             let renamed = self.known_renamed.swap(false, Ordering::SeqCst);
             if let Err(e) = known::sync(&self.path, renamed) {
                 self.known_unsynced.store(true, Ordering::SeqCst);
@@ -667,11 +706,11 @@ impl SledStore {
         let session = &snapshot.session_id;
         let record = self.codec.seal_snapshot(snapshot)?;
         self.remember(session);
-        let mut cache = lock(&self.cache);
+        let _order = self.stripe(session);
         self.snapshots
             .insert(session.as_str().as_bytes(), record)
             .map_err(|e| self.io(format!("writing the snapshot of session {session}: {e}")))?;
-        cache.put(snapshot);
+        lock(&self.cache).put(snapshot);
         Ok(())
     }
 
@@ -736,31 +775,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// Finds where a session's log stands by looking at its first and last keys.
+    /// Finds where a session's log stands by looking at its last key (a scan: sled copies a whole node to
+    /// iterate, so this is done once per session and process, and never for a session new to the list).
+    /// The oldest sequence number is taken as 0, a lower bound: the first trim removes whatever is there.
     fn scan_cursor(&self, session: &SessionId) -> Result<LogCursor, StoreError> {
         let prefix = log_prefix(session);
-        let seq = |item: sled::Result<IVec>| -> Result<Option<u64>, StoreError> {
-            let key = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
-            Ok(seq_of(&key, prefix.len()))
-        };
-        let mut first = None;
-        for item in self.log.scan_prefix(&prefix).keys() {
-            if let Some(s) = seq(item)? {
-                first = Some(s);
-                break;
-            }
-        }
-        let mut last = None;
         for item in self.log.scan_prefix(&prefix).keys().rev() {
-            if let Some(s) = seq(item)? {
-                last = Some(s);
-                break;
+            let key = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
+            if let Some(last) = seq_of(&key, prefix.len()) {
+                return Ok(LogCursor { next: last.saturating_add(1), oldest: 0 });
             }
         }
-        Ok(match (first, last) {
-            (Some(oldest), Some(last)) => LogCursor { next: last.saturating_add(1), oldest },
-            _ => LogCursor { next: 0, oldest: 0 },
-        })
+        Ok(LogCursor { next: 0, oldest: 0 })
     }
 }
 
@@ -836,9 +862,13 @@ fn quarantine_key(id: u64, session: &str) -> Vec<u8> {
 
 impl Store for SledStore {
     fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError> {
-        let mut cache = lock(&self.cache);
-        if let Some(snapshot) = cache.entries.get(session) {
+        let _order = self.stripe(session);
+        if let Some(snapshot) = lock(&self.cache).entries.get(session) {
             return Ok(LoadOutcome::Found(Box::new(snapshot.clone())));
+        }
+        if self.rebuilt.is_none() && !lock(&self.known).sessions.contains(session) {
+            // Every session with a record is in the list: a new session needs no read.
+            return Ok(LoadOutcome::Missing);
         }
         let key = session.as_str().as_bytes();
         let Some(record) =
@@ -851,7 +881,7 @@ impl Store for SledStore {
         };
         match self.codec.open_snapshot(session, &record) {
             Ok(snapshot) => {
-                cache.put(&snapshot);
+                lock(&self.cache).put(&snapshot);
                 Ok(LoadOutcome::Found(Box::new(snapshot)))
             }
             Err(error) => {
@@ -890,31 +920,43 @@ impl Store for SledStore {
         if events.is_empty() {
             return Ok(());
         }
-        {
-            let mut cursors = lock(&self.cursors);
-            let cursor = match cursors.entry(session.clone()) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => entry.insert(self.scan_cursor(session)?),
-            };
-            let mut batch = sled::Batch::default();
-            let mut next = cursor.next;
-            for event in events {
-                batch.insert(log_key(session, next), self.codec.seal_log(session, next, event)?);
-                next = next.saturating_add(1);
-            }
-            // Keep the newest `log_retention` sequence numbers: next - retention ..= next - 1.
-            let keep_from = next.saturating_sub(self.log_retention as u64);
-            if cursor.oldest < keep_from {
-                for key in self.log.range(log_key(session, cursor.oldest)..log_key(session, keep_from)).keys() {
-                    batch.remove(key.map_err(|e| self.io(format!("trimming the log of session {session}: {e}")))?);
-                }
-            }
+        self.remember(session);
+        let _order = self.stripe(session);
+        let known_cursor = lock(&self.cursors).get(session).copied();
+        let mut cursor = match known_cursor {
+            Some(cursor) => cursor,
+            None => self.scan_cursor(session)?,
+        };
+        // Plain inserts, in order, not a sled batch: a batch seals and writes sled's IO buffer before and
+        // after itself and takes a global lock, which costs more than the entries themselves. A crash
+        // keeps a prefix of the entries (sled recovers a prefix of its log).
+        let written = events.iter().try_for_each(|event| {
+            let seq = cursor.next;
+            let record = self.codec.seal_log(session, seq, event)?;
             self.log
-                .apply_batch(batch)
+                .insert(log_key(session, seq), record)
                 .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))?;
-            cursor.next = next;
-            cursor.oldest = cursor.oldest.max(keep_from);
-        }
+            cursor.next = seq.saturating_add(1);
+            Ok::<(), StoreError>(())
+        });
+        // Keep the newest `log_retention` sequence numbers: next - retention ..= next - 1.
+        let keep_from = cursor.next.saturating_sub(self.log_retention as u64);
+        let trimmed = if written.is_ok() && cursor.oldest < keep_from {
+            let trim_error = |e: sled::Error| self.io(format!("trimming the log of session {session}: {e}"));
+            let old: Result<Vec<IVec>, StoreError> = self
+                .log
+                .range(log_key(session, cursor.oldest)..log_key(session, keep_from))
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(trim_error);
+            old.and_then(|old| old.into_iter().try_for_each(|key| self.log.remove(key).map(|_| ()).map_err(trim_error)))
+                .map(|()| cursor.oldest = keep_from)
+        } else {
+            Ok(())
+        };
+        lock(&self.cursors).insert(session.clone(), cursor);
+        written?;
+        trimmed?;
         self.flush_if(self.flush == FlushPolicy::Always)
     }
 
@@ -945,8 +987,7 @@ impl Store for SledStore {
 
     fn remove(&self, session: &SessionId) -> Result<(), StoreError> {
         {
-            let mut cache = lock(&self.cache);
-            let mut cursors = lock(&self.cursors);
+            let _order = self.stripe(session);
             self.snapshots
                 .remove(session.as_str().as_bytes())
                 .map_err(|e| self.io(format!("removing the snapshot of session {session}: {e}")))?;
@@ -955,8 +996,8 @@ impl Store for SledStore {
                 batch.remove(key.map_err(|e| self.io(format!("removing the log of session {session}: {e}")))?);
             }
             self.log.apply_batch(batch).map_err(|e| self.io(format!("removing the log of session {session}: {e}")))?;
-            cache.entries.remove(session);
-            cursors.remove(session);
+            lock(&self.cache).entries.remove(session);
+            lock(&self.cursors).remove(session);
         }
         self.forget(session);
         self.flush_if(self.flush == FlushPolicy::Always)
