@@ -9,6 +9,7 @@
 //! - [`SessionHandle`]: `token()` (lock-free while the session is valid), `execute()` (rule 7 retries),
 //!   `subscribe()`, `logout()`, `reset()`, `update_credentials()`, `supply_second_factor()`.
 //! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
+//! - [`commit::GroupCommit`]: one store flush for the durable writes of many sessions.
 //! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
 //!
 //! See `docs/runtime.md` for the design: supervision, the hot path, rate limits.
@@ -17,9 +18,11 @@
 
 mod catch;
 pub mod clock;
+pub mod commit;
 mod errors;
 mod fingerprint;
 mod handle;
+mod herd;
 pub mod lease;
 mod message;
 pub mod ratelimit;
@@ -27,6 +30,7 @@ mod session_actor;
 mod shared;
 mod supervisor;
 pub mod testing;
+mod timer;
 mod warden;
 
 pub use clock::Clock;
@@ -34,4 +38,4 @@ pub use errors::{ExecuteError, TokenError, WardenError};
 pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
-pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};
+pub use warden::{DEFAULT_DURABLE_WAIT, EVENT_CAPACITY, SHARED_POLICIES, SessionSpec, Warden, WardenBuilder};
