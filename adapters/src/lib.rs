@@ -12,7 +12,7 @@
 pub mod store;
 
 pub use store::{
-    FaultyStore, FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, MemoryStats, MemoryStore, ObservedLifetime,
-    QuarantineEntry, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError, SledOptions, SledStore, StoreKey,
-    WallClock, WriteFaults, observed_lifetimes,
+    FaultyStore, FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, LOG_STEP_FORMAT_VERSION, MemoryStats, MemoryStore,
+    ObservedLifetime, QuarantineEntry, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError, SledOptions,
+    SledStore, StoreKey, WallClock, WriteFaults, observed_lifetimes,
 };

@@ -1,6 +1,7 @@
 //! Writes for group commit: `save_deferred` says what a durable write still needs under each flush
-//! policy, `append_logs` writes several entries at once in order and within the retention cap, and the
-//! list of known sessions grows by appends (one line per new session) and survives an append cut short.
+//! policy, `append_logs` writes the entries of a step as one record in order and keeps the newest steps
+//! (and records of one entry written by older builds are still read), and the list of known sessions
+//! grows by appends (one line per new session) and survives an append cut short.
 
 mod common;
 
@@ -38,20 +39,52 @@ fn save_deferred_says_what_a_durable_write_still_needs() {
 }
 
 #[test]
-fn append_logs_writes_in_order_within_the_retention_cap() {
+fn append_logs_writes_a_step_in_order_and_keeps_the_newest_steps() {
     let (_dir, path) = temp_db();
-    let sled = SledStore::open(&path, options(KEY_A).log_retention(5)).expect("store opens");
-    let memory = MemoryStore::with_log_retention(5);
+    let sled = SledStore::open(&path, options(KEY_A).log_retention(2)).expect("store opens");
+    let memory = MemoryStore::with_log_retention(2);
     for store in [&sled as &dyn Store, &memory] {
         let session = id("logged");
-        store.append_logs(&session, &[state_event(1), state_event(2), state_event(3)]).expect("first batch");
-        store.append_log(&session, &state_event(4)).expect("one entry");
-        store.append_logs(&session, &[]).expect("an empty batch is nothing");
-        store.append_logs(&session, &[state_event(5), state_event(6), state_event(7)]).expect("second batch");
-        let times: Vec<i64> = store.read_log(&session, 100).expect("read").iter().map(|e| e.at.as_millis()).collect();
-        assert_eq!(times, vec![3, 4, 5, 6, 7], "the newest five, oldest first");
+        store.append_logs(&session, &[state_event(1), state_event(2), state_event(3)]).expect("first step");
+        store.append_log(&session, &state_event(4)).expect("a step of one entry");
+        store.append_logs(&session, &[]).expect("an empty step is nothing");
+        store.append_logs(&session, &[state_event(5), state_event(6), state_event(7)]).expect("third step");
+        let times = |limit| -> Vec<i64> {
+            store.read_log(&session, limit).expect("read").iter().map(|e| e.at.as_millis()).collect()
+        };
+        assert_eq!(times(100), vec![4, 5, 6, 7], "the newest two steps, oldest first");
+        assert_eq!(times(3), vec![5, 6, 7], "the newest entries, even within a step");
     }
     assert_eq!(memory.stats().log_appends, 7, "entries are counted one by one");
+    drop(sled);
+    let reopened = open(&path, KEY_A);
+    let times: Vec<i64> =
+        reopened.read_log(&id("logged"), 100).expect("read").iter().map(|e| e.at.as_millis()).collect();
+    assert_eq!(times, vec![4, 5, 6, 7], "the steps are on disk");
+}
+
+#[test]
+fn log_records_of_one_entry_from_older_builds_are_still_read() {
+    let (_dir, path) = temp_db();
+    let session = id("older");
+    {
+        // An older build wrote one record per entry (envelope format 1), at sequence numbers 0 and 1.
+        let store = open(&path, KEY_A);
+        store.append_log(&session, &state_event(1)).expect("append");
+        drop(store);
+        let db = sled::open(&path).expect("raw sled");
+        let log = db.open_tree("log").expect("log tree");
+        let codec = warden_adapters::RecordCodec::new(&warden_adapters::StoreKey::from_bytes(KEY_A));
+        let mut key = session.as_str().as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&1u64.to_be_bytes());
+        log.insert(key, codec.seal_log(&session, 1, &state_event(2)).expect("sealed")).expect("insert");
+        db.flush().expect("flush");
+    }
+    let store = open(&path, KEY_A);
+    store.append_logs(&session, &[state_event(3), state_event(4)]).expect("a new step after them");
+    let times: Vec<i64> = store.read_log(&session, 100).expect("read").iter().map(|e| e.at.as_millis()).collect();
+    assert_eq!(times, vec![1, 2, 3, 4]);
 }
 
 #[test]

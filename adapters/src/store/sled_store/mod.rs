@@ -1,8 +1,8 @@
 //! [`SledStore`]: the [`Store`] on disk, in a sled database, every record encrypted.
 //!
 //! Five trees: `snapshots` (key: session id; value: the sealed [`Snapshot`]), `log` (key: session id,
-//! a zero byte, the big-endian sequence number; value: a sealed [`SessionEvent`]; append-only, trimmed to
-//! [`SledOptions::log_retention`] entries per session), `quarantine` and `quarantine_log` (snapshot and
+//! a zero byte, the big-endian sequence number; value: the sealed [`SessionEvent`]s of one step;
+//! append-only, trimmed to [`SledOptions::log_retention`] steps per session), `quarantine` and `quarantine_log` (snapshot and
 //! log records that could not be read, moved aside with the reason, each with its own cap so that log
 //! entries never push out snapshots; key: a big-endian id from sled's id generator, then the session id)
 //! and `meta` (the key check, see [`keys`]). Records are sealed by [`RecordCodec`]: see
@@ -75,7 +75,7 @@ const FRESH_START: &[u8] = b"fresh_start";
 /// there were moved to `quarantine_log`).
 const QUARANTINE_SORTED: &[u8] = b"quarantine_sorted";
 
-/// Log entries kept per session unless set otherwise.
+/// Log steps (records of one step's entries) kept per session unless set otherwise.
 pub const DEFAULT_LOG_RETENTION: usize = 1_000;
 /// Quarantined snapshot records kept (all sessions together) unless set otherwise; the oldest go first.
 pub const DEFAULT_QUARANTINE_RETENTION: usize = 10_000;
@@ -184,10 +184,11 @@ impl SledOptions {
         self
     }
 
-    /// Log entries kept per session, at least 1 (default [`DEFAULT_LOG_RETENTION`]).
+    /// Log steps kept per session (each the entries of one step of the session), at least 1 (default
+    /// [`DEFAULT_LOG_RETENTION`]).
     #[must_use]
-    pub fn log_retention(mut self, entries: usize) -> SledOptions {
-        self.log_retention = entries.max(1);
+    pub fn log_retention(mut self, steps: usize) -> SledOptions {
+        self.log_retention = steps.max(1);
         self
     }
 
@@ -927,19 +928,16 @@ impl Store for SledStore {
             Some(cursor) => cursor,
             None => self.scan_cursor(session)?,
         };
-        // Plain inserts, in order, not a sled batch: a batch seals and writes sled's IO buffer before and
-        // after itself and takes a global lock, which costs more than the entries themselves. A crash
-        // keeps a prefix of the entries (sled recovers a prefix of its log).
-        let written = events.iter().try_for_each(|event| {
-            let seq = cursor.next;
-            let record = self.codec.seal_log(session, seq, event)?;
+        // The step's entries in one record, one plain insert (not a sled batch: a batch seals and writes
+        // sled's IO buffer before and after itself and takes a global lock).
+        let seq = cursor.next;
+        let written = self.codec.seal_log_step(session, seq, events).and_then(|record| {
             self.log
                 .insert(log_key(session, seq), record)
-                .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))?;
-            cursor.next = seq.saturating_add(1);
-            Ok::<(), StoreError>(())
+                .map(|_| cursor.next = seq.saturating_add(1))
+                .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))
         });
-        // Keep the newest `log_retention` sequence numbers: next - retention ..= next - 1.
+        // Keep the newest `log_retention` records: next - retention ..= next - 1.
         let keep_from = cursor.next.saturating_sub(self.log_retention as u64);
         let trimmed = if written.is_ok() && cursor.oldest < keep_from {
             let trim_error = |e: sled::Error| self.io(format!("trimming the log of session {session}: {e}"));
@@ -970,17 +968,19 @@ impl Store for SledStore {
             }
             let (key, record) = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
             let opened = match seq_of(&key, prefix.len()) {
-                Some(seq) => self.codec.open_log(session, seq, &record).map_err(|e| e.to_string()),
+                Some(seq) => self.codec.open_log_step(session, seq, &record).map_err(|e| e.to_string()),
                 None => Err(format!("log key is {} bytes long, not a session id and a sequence number", key.len())),
             };
             match opened {
-                Ok(event) => events.push(event),
+                // Newest first: a step's entries go in backwards.
+                Ok(step) => events.extend(step.into_iter().rev()),
                 Err(reason) => unreadable.push((key, record, reason)),
             }
         }
         for (key, record, reason) in unreadable {
             self.quarantine_record(&self.log, LOG, session, &key, &record, &reason)?;
         }
+        events.truncate(limit);
         events.reverse();
         Ok(events)
     }
