@@ -31,7 +31,7 @@ use super::{BenchError, Figures, progress, setup};
 pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
 /// How many opens run at once.
-const OPENERS: usize = 32;
+const OPENERS: usize = 4;
 
 /// A broker that answers at once, issues 20-minute tokens named after the order of their logins, and
 /// notes how late each keep-alive comes.
