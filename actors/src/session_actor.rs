@@ -81,14 +81,21 @@ pub(crate) struct ActorState {
     gate: DurableGate,
 }
 
-/// What waits for the disk.
+/// What waits for the disk. Only the newest durable generation and the ticket counter live in the actor
+/// for good; the rest is allocated while something waits (a few milliseconds per grant change).
 #[derive(Default)]
 struct DurableGate {
     /// The newest generation held in a snapshot this actor knows to be durable.
     durable: Generation,
+    next_ticket: u64,
+    waiting: Option<Box<Waiting>>,
+}
+
+/// The durable writes in flight and what they hold back.
+#[derive(Default)]
+struct Waiting {
     /// Durable writes whose flush has not returned: (ticket, the generation the snapshot holds).
     pending: VecDeque<(u64, Generation)>,
-    next_ticket: u64,
     /// When the oldest pending write stops being waited for.
     deadline: Option<Instant>,
     /// The core's latest publication, when it names a generation not yet durable.
@@ -100,25 +107,59 @@ struct DurableGate {
 }
 
 impl DurableGate {
+    fn waiting(&mut self) -> &mut Waiting {
+        self.waiting.get_or_insert_with(Box::default)
+    }
+
+    /// The last durable write in flight: (ticket, generation).
+    fn last_pending(&self) -> Option<(u64, Generation)> {
+        self.waiting.as_ref().and_then(|w| w.pending.back().copied())
+    }
+
+    fn pending_len(&self) -> usize {
+        self.waiting.as_ref().map_or(0, |w| w.pending.len())
+    }
+
+    fn first_pending_ticket(&self) -> Option<u64> {
+        self.waiting.as_ref().and_then(|w| w.pending.front().map(|(ticket, _)| *ticket))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.waiting.as_ref().and_then(|w| w.deadline)
+    }
+
     /// The newest generation a durable write already covers or will cover.
     fn covered(&self) -> Generation {
-        self.pending.back().map_or(self.durable, |(_, generation)| (*generation).max(self.durable))
+        self.last_pending().map_or(self.durable, |(_, generation)| generation.max(self.durable))
     }
 
     /// The newest generation something held waits for.
     fn needed(&self) -> Generation {
-        let serves = self.serves.iter().map(|(_, lease)| lease.generation).max().unwrap_or_default();
-        self.publish.as_ref().map_or(serves, |lease| lease.generation.max(serves))
+        let Some(waiting) = &self.waiting else { return Generation::NONE };
+        let serves = waiting.serves.iter().map(|(_, lease)| lease.generation).max().unwrap_or_default();
+        waiting.publish.as_ref().map_or(serves, |lease| lease.generation.max(serves))
     }
 
     /// Every pending write up to `ticket` is durable (or given up on).
     fn done_upto(&mut self, ticket: u64) {
-        while let Some(&(t, generation)) = self.pending.front() {
+        let Some(waiting) = self.waiting.as_mut() else { return };
+        while let Some(&(t, generation)) = waiting.pending.front() {
             if t > ticket {
                 break;
             }
-            self.pending.pop_front();
+            waiting.pending.pop_front();
             self.durable = self.durable.max(generation);
+        }
+    }
+
+    /// Frees the waiting state once nothing waits.
+    fn tidy(&mut self) {
+        if self
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.pending.is_empty() && w.publish.is_none() && w.serves.is_empty() && w.login.is_none())
+        {
+            self.waiting = None;
         }
     }
 }
@@ -307,7 +348,7 @@ impl ActorState {
                         if lease.generation <= self.gate.durable {
                             self.answer(waiter, Ok(lease));
                         } else {
-                            self.gate.serves.push((waiter, lease));
+                            self.gate.waiting().serves.push((waiter, lease));
                         }
                     }
                     Output::Fail { waiter, error } => self.answer(waiter, Err(error)),
@@ -370,9 +411,11 @@ impl ActorState {
     /// durable waits (replacing any publication waiting before it).
     fn publish(&mut self, lease: Option<Lease>) {
         match lease {
-            Some(lease) if lease.generation > self.gate.durable => self.gate.publish = Some(lease),
+            Some(lease) if lease.generation > self.gate.durable => self.gate.waiting().publish = Some(lease),
             lease => {
-                self.gate.publish = None;
+                if let Some(waiting) = self.gate.waiting.as_mut() {
+                    waiting.publish = None;
+                }
                 self.shared.lease.publish(lease);
             }
         }
@@ -387,11 +430,11 @@ impl ActorState {
         take_over: bool,
         second_factor: Option<Secret>,
     ) {
-        match self.gate.pending.back() {
+        match self.gate.last_pending() {
             None => self.start_login(myself, now, attempt, take_over, second_factor),
-            Some(&(after, _)) => {
+            Some((after, _)) => {
                 let held = HeldLogin { after, now, attempt, take_over, second_factor };
-                if let Some(earlier) = self.gate.login.replace(held) {
+                if let Some(earlier) = self.gate.waiting().login.replace(held) {
                     // The core has one login in flight at a time; should another come, the first goes first.
                     debug_assert!(false, "a second login while one waits for its attempt's save");
                     self.start_login(myself, earlier.now, earlier.attempt, earlier.take_over, earlier.second_factor);
@@ -405,7 +448,7 @@ impl ActorState {
         let snapshot = self.session.snapshot();
         let generation = snapshot.generation;
         let store = &self.shared.env.store;
-        let outcome = if self.gate.pending.len() >= MAX_PENDING_DURABLE {
+        let outcome = if self.gate.pending_len() >= MAX_PENDING_DURABLE {
             store.save(&snapshot, Durability::Flushed).map(|()| Pending::Durable)
         } else {
             store.save_deferred(&snapshot)
@@ -414,10 +457,10 @@ impl ActorState {
             Ok(Pending::Flush) => {
                 let ticket = self.gate.next_ticket;
                 self.gate.next_ticket += 1;
-                self.gate.pending.push_back((ticket, generation));
-                if self.gate.deadline.is_none() {
-                    self.gate.deadline = Some(self.shared.clock.monotonic_now() + self.shared.env.durable_wait);
-                }
+                let until = self.shared.clock.monotonic_now() + self.shared.env.durable_wait;
+                let waiting = self.gate.waiting();
+                waiting.pending.push_back((ticket, generation));
+                waiting.deadline.get_or_insert(until);
                 let actor = myself.clone();
                 self.shared.env.commit.submit(Box::new(move |result| {
                     // A stopped actor is fine: its successor starts from the store.
@@ -436,23 +479,27 @@ impl ActorState {
     /// The flush covering durable write `ticket` (and every earlier one) returned.
     fn durable(&mut self, now: UnixMs, ticket: u64, result: Result<(), StoreError>) {
         if let Err(error) = &result
-            && self.gate.pending.front().is_some_and(|(t, _)| *t <= ticket)
+            && self.gate.first_pending_ticket().is_some_and(|t| t <= ticket)
         {
             self.persist_failed(now, error);
         }
         self.gate.done_upto(ticket);
-        self.gate.deadline =
-            (!self.gate.pending.is_empty()).then(|| self.shared.clock.monotonic_now() + self.shared.env.durable_wait);
+        let until = self.shared.clock.monotonic_now() + self.shared.env.durable_wait;
+        if let Some(waiting) = self.gate.waiting.as_mut() {
+            waiting.deadline = (!waiting.pending.is_empty()).then_some(until);
+        }
     }
 
     /// Past `durable_wait` without a flush: what waited goes out from memory, and an event says so.
     fn disk_wait_over(&mut self, now: UnixMs) {
-        if self.gate.deadline.is_some_and(|deadline| self.shared.clock.monotonic_now() >= deadline) {
+        if self.gate.deadline().is_some_and(|deadline| self.shared.clock.monotonic_now() >= deadline) {
             let wait = warden_engine::time::format_duration(self.shared.env.durable_wait);
             let error = StoreError::WriteFailed { detail: format!("no flush confirmed the write within {wait}") };
             self.persist_failed(now, &error);
             self.gate.done_upto(u64::MAX);
-            self.gate.deadline = None;
+            if let Some(waiting) = self.gate.waiting.as_mut() {
+                waiting.deadline = None;
+            }
         }
     }
 
@@ -465,16 +512,23 @@ impl ActorState {
             self.persist_durable(myself, now);
         }
         let durable = self.gate.durable;
-        if let Some(lease) = self.gate.publish.take_if(|lease| lease.generation <= durable) {
+        let Some(waiting) = self.gate.waiting.as_mut() else { return Vec::new() };
+        if let Some(lease) = waiting.publish.take_if(|lease| lease.generation <= durable) {
             self.shared.lease.publish(Some(lease));
         }
         let mut requeued = Vec::new();
-        if self.gate.serves.iter().any(|(_, lease)| lease.generation <= durable) {
-            let serves = std::mem::take(&mut self.gate.serves);
+        if waiting.serves.iter().any(|(_, lease)| lease.generation <= durable) {
+            let serves = std::mem::take(&mut waiting.serves);
+            let mut ready = Vec::new();
             for (waiter, lease) in serves {
                 if lease.generation > durable {
-                    self.gate.serves.push((waiter, lease));
-                } else if self.shared.is_current(&lease, now) {
+                    waiting.serves.push((waiter, lease));
+                } else {
+                    ready.push((waiter, lease));
+                }
+            }
+            for (waiter, lease) in ready {
+                if self.shared.is_current(&lease, now) {
                     self.answer(waiter, Ok(lease));
                 } else if let Some(reply) = self.waiters.remove(&waiter) {
                     let again = WaiterId(self.next_waiter);
@@ -484,11 +538,13 @@ impl ActorState {
                 }
             }
         }
-        if self.gate.login.as_ref().is_some_and(|login| self.gate.pending.front().is_none_or(|(t, _)| *t > login.after))
-            && let Some(login) = self.gate.login.take()
-        {
+        let first_pending = self.gate.first_pending_ticket();
+        let login =
+            self.gate.waiting.as_mut().and_then(|w| w.login.take_if(|l| first_pending.is_none_or(|t| t > l.after)));
+        if let Some(login) = login {
             self.start_login(myself, login.now, login.attempt, login.take_over, login.second_factor);
         }
+        self.gate.tidy();
         requeued
     }
 
@@ -501,7 +557,7 @@ impl ActorState {
 
     /// Arms the next deadline (the core's, or the end of the wait for the disk) in the timers.
     fn arm_timer(&mut self, myself: &ActorRef<SessionMsg>, force: bool) {
-        let from = (self.session.poll_timeout(), self.gate.deadline);
+        let from = (self.session.poll_timeout(), self.gate.deadline());
         if !force && from == self.armed_from {
             return;
         }
