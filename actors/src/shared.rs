@@ -243,7 +243,10 @@ pub(crate) struct Supervision {
     pub(crate) give_up: Option<InvalidReason>,
 }
 
-/// The state one session's handle, actor and supervisor share.
+/// The state one session's handle, actor and supervisor share. Laid out in declaration order so that what
+/// `token()` reads (the lease cell, the clock) shares a cache line with the reference counts that precede
+/// it: a handle picked at random among 100,000 costs one cache miss for its state, not two.
+#[repr(C)]
 pub(crate) struct SessionShared {
     /// The published lease: the token hot path's one load.
     pub(crate) lease: LeaseCell,

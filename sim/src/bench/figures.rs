@@ -63,6 +63,26 @@ impl Figures {
         self.sections.iter().flat_map(|(_, rows)| rows).find(|r| r.name == name).and_then(|r| r.value)
     }
 
+    /// The median of several runs' figures, figure by figure (the sections and order of the first run;
+    /// a figure missing from a run does not count; `null` only if no run has it).
+    pub fn median_of(runs: Vec<Figures>) -> Figures {
+        let Some(first) = runs.first() else { return Figures::new(false) };
+        let mut merged = Figures { quick: first.quick, sections: Vec::new(), facts: first.facts.clone() };
+        merged.fact("runs", &runs.len().to_string());
+        for (title, rows) in &first.sections {
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    let mut values: Vec<f64> = runs.iter().filter_map(|run| run.get(&row.name)).collect();
+                    let value = (!values.is_empty()).then(|| super::stats::median(&mut values));
+                    Row { name: row.name.clone(), value, what: row.what.clone() }
+                })
+                .collect();
+            merged.sections.push((title.clone(), rows));
+        }
+        merged
+    }
+
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let width = self.sections.iter().flat_map(|(_, rows)| rows).map(|r| r.name.len()).max().unwrap_or(10);
@@ -151,5 +171,12 @@ mod tests {
         assert_eq!(value["mode"], "quick");
         assert!(figures.table().contains("token_ns"));
         assert_eq!(figures.get("token_ns"), Some(9.876_54));
+        let mut other = figures.clone();
+        other.sections[0].1[0].value = Some(20.0);
+        let third = figures.clone();
+        let merged = Figures::median_of(vec![figures, other, third]);
+        assert_eq!(merged.get("token_ns"), Some(9.876_54), "the median of 9.88, 20 and 9.88");
+        assert_eq!(merged.get("sessions_1m_open_s"), None);
+        assert!(merged.json().contains("\"runs\": \"3\""), "{}", merged.json());
     }
 }

@@ -39,8 +39,11 @@ pub(crate) fn run(figures: &mut Figures, quick: bool) -> Result<(), BenchError> 
     figures.section("herds on an expired session (200 ms login): logins and p99 wait (ms)");
     for &(size, label) in sizes {
         let warden = herd(size, Design::Warden)?;
-        if warden.failed > 0 {
-            return Err(BenchError::Broken(format!("warden herd of {size}: {} requests got no token", warden.failed)));
+        if warden.failed > 0 || warden.logins != 1 {
+            return Err(BenchError::Broken(format!(
+                "warden herd of {size}: {} requests got no token, {} logins (single flight means one)",
+                warden.failed, warden.logins
+            )));
         }
         let mutex = herd(size, Design::Mutex)?;
         let naive = herd(size, Design::NoSingleFlight)?;

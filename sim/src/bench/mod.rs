@@ -18,8 +18,9 @@
 //! - [`simspeed`]: the simulator's speed on the saxo scenario.
 //!
 //! Timing comes from the runtime's clock (`warden_actors::Clock`), never from `Instant::now` directly.
-//! `--quick` is the short version for CI (well under a minute); without it the run takes about half an
-//! hour (three minutes of keep-alives per session count). `docs/benchmarks.md` explains every figure.
+//! `--quick` is the short version for CI (well under a minute); without it a run takes about 20 minutes
+//! (three minutes of keep-alives per session count). `--runs N` repeats everything and reports the median
+//! of each figure. `docs/benchmarks.md` explains every figure.
 
 mod child;
 mod figures;
@@ -67,6 +68,9 @@ pub struct BenchArgs {
     /// Run only these parts (comma-separated); default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
+    /// Run everything this many times and report the median of each figure.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Internal: run one measurement in this process and print its figures (the parent's child runs).
     #[arg(long, hide = true)]
     pub child: Option<String>,
@@ -82,21 +86,28 @@ pub fn run(args: BenchArgs) -> ExitCode {
     } else {
         args.only.clone()
     };
-    let mut figures = Figures::new(args.quick);
-    for part in parts {
-        progress(&format!("bench: {part:?}"));
-        let result = match part {
-            Part::Hot => hot::run(&mut figures, args.quick),
-            Part::Herd => herd::run(&mut figures, args.quick),
-            Part::Sessions => sessions::run(&mut figures, args.quick),
-            Part::Persist => persist::run(&mut figures, args.quick),
-            Part::Sim => simspeed::run(&mut figures, args.quick),
-        };
-        if let Err(error) = result {
-            eprintln!("error: bench part {part:?}: {error}");
-            return ExitCode::from(2);
+    let runs = args.runs.max(1);
+    let mut all = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        let mut figures = Figures::new(args.quick);
+        for part in &parts {
+            progress(&format!("bench: run {run}/{runs}: {part:?}"));
+            let result = match part {
+                Part::Hot => hot::run(&mut figures, args.quick),
+                Part::Herd => herd::run(&mut figures, args.quick),
+                Part::Sessions => sessions::run(&mut figures, args.quick),
+                Part::Persist => persist::run(&mut figures, args.quick),
+                Part::Sim => simspeed::run(&mut figures, args.quick),
+            };
+            if let Err(error) = result {
+                eprintln!("error: bench part {part:?}: {error}");
+                return ExitCode::from(2);
+            }
         }
+        all.push(figures);
     }
+    let figures =
+        if all.len() == 1 { all.pop().unwrap_or_else(|| Figures::new(args.quick)) } else { Figures::median_of(all) };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", figures.table());
     if let Some(path) = &args.json

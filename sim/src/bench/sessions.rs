@@ -257,7 +257,13 @@ fn crash_and_restart(figures: &mut Figures, count: usize) -> Result<(), BenchErr
     figures.set("restart_after_kill_logins", get("logins"), "logins after the restart (must be 0)");
     figures.set("restart_after_kill_reused", get("reused"), "sessions serving their grant from before the kill");
     figures.set("restart_after_kill_open_s", get("open_s"), "reopen every session until all serve a token");
-    Ok(())
+    match get("logins") {
+        Some(0.0) => Ok(()),
+        logins => Err(BenchError::Broken(format!(
+            "after kill -9 with every session serving, the restart logged in {logins:?} times (a grant handed out \
+             was not on disk)"
+        ))),
+    }
 }
 
 /// Runs a child and returns the JSON object it printed.
