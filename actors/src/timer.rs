@@ -79,6 +79,14 @@ impl Timers {
     }
 }
 
+impl Timers {
+    /// Forgets every armed deadline (the actors are gone: a shutdown ended them without `post_stop`).
+    pub(crate) fn clear(&self) {
+        let deadlines = std::mem::take(&mut *self.inner.deadlines());
+        drop(deadlines);
+    }
+}
+
 impl Drop for Timers {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::Release);

@@ -62,6 +62,18 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How many logouts `shutdown(true)` runs at once.
 const LOGOUTS_AT_ONCE: usize = 256;
 
+/// How session actors are ended.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// A stop: the actor finishes its message and runs `post_stop` (which disarms its timer); ractor then
+    /// hands its state to the supervisor, which frees it. For one session.
+    Stop,
+    /// A kill: the actor ends between two messages (its handlers never wait, so never within one) and
+    /// frees its state on its own thread. For every session at once, in parallel; `post_stop` does not
+    /// run, so `shutdown` then clears the timers in one go.
+    Kill,
+}
+
 /// What to open: one broker session.
 #[derive(Clone)]
 pub struct SessionSpec {
@@ -400,19 +412,22 @@ impl Warden {
     /// the store, so opening it again resumes it.
     pub async fn close(&self, id: &SessionId) -> Result<(), WardenError> {
         let shared = self.forget(id).ok_or_else(|| WardenError::NotOpen(id.clone()))?;
-        self.stop_sessions(std::slice::from_ref(&shared)).await;
+        self.stop_sessions(std::slice::from_ref(&shared), Ending::Stop).await;
         self.flush_store();
         Ok(())
     }
 
-    /// Stops the actors of `sessions` (no restart), all at once, and waits (bounded) until they are gone.
-    async fn stop_sessions(&self, sessions: &[Arc<SessionShared>]) {
+    /// Ends the actors of `sessions` (no restart), all at once, and waits (bounded) until they are gone.
+    async fn stop_sessions(&self, sessions: &[Arc<SessionShared>], ending: Ending) {
         for shared in sessions {
             shared.closed.store(true, Ordering::Release);
         }
         let actors: Vec<ActorRef<crate::message::SessionMsg>> = sessions.iter().filter_map(|s| s.actor()).collect();
         for actor in &actors {
-            actor.stop(Some("closed".to_owned()));
+            match ending {
+                Ending::Stop => actor.stop(Some("closed".to_owned())),
+                Ending::Kill => actor.kill(),
+            }
         }
         let deadline = self.inner.env.clock.monotonic_now() + STOP_WAIT;
         for actor in &actors {
@@ -438,7 +453,8 @@ impl Warden {
     }
 
     /// Stops every session (logging each out first if `logout`, up to 256 at a time), stops the supervisor
-    /// and flushes the store once. Linear in the number of sessions.
+    /// and flushes the store once. Linear in the number of sessions: every actor is ended at once, between
+    /// two of its messages, and frees its own state.
     pub async fn shutdown(&self, logout: bool) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -457,7 +473,9 @@ impl Warden {
             }
             while logouts.join_next().await.is_some() {}
         }
-        self.stop_sessions(&sessions).await;
+        self.stop_sessions(&sessions, Ending::Kill).await;
+        // A killed actor does not disarm its timer: drop every entry (and the actor it names) at once.
+        self.inner.env.timers.clear();
         let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(STOP_WAIT)).await;
         lock(&self.inner.env.actors).clear();
         self.flush_store();
@@ -481,7 +499,7 @@ impl Drop for WardenInner {
             shared.closed.store(true, Ordering::Release);
             shared.lease.publish(None);
             if let Some(actor) = shared.actor() {
-                actor.stop(Some("warden dropped".to_owned()));
+                actor.kill();
             }
         }
         // The table of actors refers to the sessions, which refer to the shared state: break the circle.
