@@ -10,6 +10,11 @@
 //!   again once, and the order runs again with the new token (the broker provably did not execute it);
 //! - an order whose answer is lost is reported as `OutcomeUnknown`, not retried;
 //! - the engine's feed cache is cleared whenever a grant is revoked or replaced.
+//!
+//! With `--kite-mock URL --request-token TOKEN` it runs instead in real time against a Kite mock broker
+//! (`warden-sim mock-broker --broker zerodha`, demo account): warden's real `Kite` adapter logs in with
+//! the request token, places a quote and an order through `execute`, and logs out (see
+//! `docs/adapters.md`, "Mock brokers").
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -57,7 +62,77 @@ async fn place(session: &SessionHandle, desk: &OrderDesk, order_id: u64, lose_an
     }
 }
 
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// warden with the real Kite adapter against a Kite mock broker, in real time.
+fn kite_mock(base_url: String, request_token: String) {
+    use warden_adapters::broker::{ApiRequest, HttpClient, HttpSettings, Kite, KiteSettings};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let http = HttpClient::new(HttpSettings::default()).expect("http client");
+        let kite = Arc::new(Kite::new(KiteSettings { base_url }, http).expect("a base URL"));
+        let warden = Warden::builder().build().await.expect("warden");
+        let clock = warden.clock();
+        // The mock's demo account (warden-sim mock-broker prints it).
+        let credentials = Credentials::new()
+            .with("api_key", "mockkiteapikey")
+            .with("api_secret", Secret::new("mock-kite-api-secret"))
+            .with("request_token", Secret::new(request_token));
+        let id = SessionId::new("kite-mock").expect("id");
+        let session =
+            warden.open(SessionSpec::new(id, kite.clone()).with_credentials(credentials)).await.expect("open");
+        let quote = session
+            .execute(Idempotency::Idempotent, |lease| {
+                let request = ApiRequest::get(format!("{}?i=NSE:INFY", kite.api_url("quote")));
+                let (kite, now) = (kite.clone(), clock.now());
+                async move { kite.send(now, &lease.grant, request).await }
+            })
+            .await;
+        match quote {
+            Ok(answer) => println!("quote: {}", String::from_utf8_lossy(&answer.body)),
+            Err(error) => println!("quote failed: {error}"),
+        }
+        let form = [
+            ("exchange", "NSE"),
+            ("tradingsymbol", "INFY"),
+            ("transaction_type", "BUY"),
+            ("quantity", "1"),
+            ("product", "CNC"),
+            ("order_type", "MARKET"),
+            ("tag", "embed-1"),
+        ];
+        let form: Vec<(String, String)> = form.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let order = session
+            .execute(Idempotency::NonIdempotent, |lease| {
+                let request = ApiRequest::post(kite.api_url("orders/regular")).form(form.clone());
+                let (kite, now) = (kite.clone(), clock.now());
+                async move { kite.send(now, &lease.grant, request).await }
+            })
+            .await;
+        match order {
+            Ok(answer) => println!("order: {}", String::from_utf8_lossy(&answer.body)),
+            Err(error) => println!("order failed: {error}"),
+        }
+        println!("status: {:?}", session.status().state);
+        session.logout().await.expect("logout");
+        tokio::time::sleep(Duration::from_millis(200)).await; // the logout call reaches the broker
+        warden.shutdown(false).await;
+    });
+}
+
 fn main() {
+    if let Some(base_url) = arg("--kite-mock") {
+        let Some(request_token) = arg("--request-token") else {
+            eprintln!("--kite-mock needs --request-token (GET <mock>/connect/login?v=3&api_key=mockkiteapikey)");
+            std::process::exit(2);
+        };
+        kite_mock(base_url, request_token);
+        return;
+    }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
     runtime.block_on(async {

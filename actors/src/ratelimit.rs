@@ -113,6 +113,17 @@ impl AccountLimiter {
         AccountLimiter { account: account.into(), rate, clock, schedule: Mutex::new(schedule) }
     }
 
+    /// Widens every window by `jitter` beyond [`WINDOW_SLACK`]: the broker counts requests when they
+    /// arrive, and requests sent exactly `per / max` apart arrive closer together when the network's
+    /// delay varies. With the window widened by the spread of the one-way delay, no window of the
+    /// broker's sees more than `max` (at the cost of `jitter / per` of the throughput).
+    #[must_use]
+    pub fn with_network_jitter(self, jitter: Duration) -> AccountLimiter {
+        let window = self.rate.per.0.saturating_add(WINDOW_SLACK).saturating_add(jitter);
+        let queue_limit = self.schedule.lock().map_or(DEFAULT_QUEUE_LIMIT, |s| s.queue_limit);
+        AccountLimiter { schedule: Mutex::new(Schedule::new(self.rate.max, window, queue_limit)), ..self }
+    }
+
     /// Sets how many requests may wait at once (at least 1); more are refused at once.
     #[must_use]
     pub fn with_queue_limit(self, limit: usize) -> AccountLimiter {

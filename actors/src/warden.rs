@@ -346,7 +346,10 @@ impl Warden {
             let mut limiters = lock(&self.inner.limiters);
             limiters
                 .entry(account.clone())
-                .or_insert_with(|| Arc::new(AccountLimiter::new(account, rate, self.inner.env.clock.clone())))
+                .or_insert_with(|| {
+                    let limiter = AccountLimiter::new(account, rate, self.inner.env.clock.clone());
+                    Arc::new(limiter.with_network_jitter(policy.network_jitter))
+                })
                 .clone()
         });
         let now = self.inner.env.clock.now();

@@ -21,6 +21,8 @@ async fn limited_session(name: &str) -> (Warden, SessionHandle) {
     let warden = Warden::builder().clock(clock_at(MONDAY_0900_IST)).build().await.unwrap();
     let mut policy = quiet_policy(Preset::Hybrid);
     policy.request_rate = Some(Rate::new(LIMIT, PER));
+    // The test measures the limiter itself: no allowance for network jitter (calls "arrive" when made).
+    policy.network_jitter = Duration::ZERO;
     let spec = SessionSpec::new(SessionId::new(name).unwrap(), broker).with_policy(policy);
     let session = warden.open(spec).await.unwrap();
     session.token().await.expect("the session logs in");

@@ -39,15 +39,16 @@ fn populated(path: &Path, key_file: &Path, sessions: usize, entries: i64) {
 
 /// Every record of every tree of the (closed) database.
 fn dump(path: &Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let db = sled::open(path).expect("raw open");
-    let mut out = Vec::new();
-    for name in db.tree_names() {
-        for item in db.open_tree(&name).expect("tree").iter() {
-            let (key, value) = item.expect("record");
-            out.push((name.to_vec(), key.to_vec(), value.to_vec()));
+    with_raw_sled(path, |db| {
+        let mut out = Vec::new();
+        for name in db.tree_names() {
+            for item in db.open_tree(&name).expect("tree").iter() {
+                let (key, value) = item.expect("record");
+                out.push((name.to_vec(), key.to_vec(), value.to_vec()));
+            }
         }
-    }
-    out
+        out
+    })
 }
 
 fn key_error(result: Result<SledStore, StoreError>) -> String {
@@ -125,9 +126,7 @@ fn a_changed_key_file_is_refused_naming_the_file() {
 
 /// Removes the key check, as a store written by an older build has none.
 fn strip_key_check(path: &Path) {
-    let db = sled::open(path).expect("raw open");
-    db.open_tree("meta").expect("meta").remove("key_check").expect("remove");
-    db.flush().expect("flush");
+    with_raw_sled(path, |db| db.open_tree("meta").expect("meta").remove("key_check").expect("remove"));
 }
 
 #[test]
@@ -144,11 +143,7 @@ fn an_older_store_without_a_key_check_tells_a_changed_key_from_damage() {
     assert!(detail.contains("none of the 4 records tried opens"), "{detail}");
 
     // One damaged record among good ones is damage, not a key change.
-    {
-        let db = sled::open(&path).expect("raw open");
-        db.open_tree("snapshots").expect("tree").insert("s0", vec![1u8; 60]).expect("damage");
-        db.flush().expect("flush");
-    }
+    with_raw_sled(&path, |db| db.open_tree("snapshots").expect("tree").insert("s0", vec![1u8; 60]).expect("damage"));
     let store = open(&path, KEY_A);
     assert!(matches!(store.load(&id("s0")).expect("load"), LoadOutcome::Quarantined { .. }));
     assert!(matches!(store.load(&id("s1")).expect("load"), LoadOutcome::Found(_)));
@@ -165,16 +160,12 @@ fn a_damaged_key_check_is_rewritten_when_the_records_open() {
         let store = open(&path, KEY_A);
         store.save(&snapshot_with_grant(&id("a"), 1), Durability::Flushed).expect("save");
     }
-    {
-        let db = sled::open(&path).expect("raw open");
-        db.open_tree("meta").expect("meta").insert("key_check", vec![1u8; 80]).expect("damage");
-        db.flush().expect("flush");
-    }
+    with_raw_sled(&path, |db| db.open_tree("meta").expect("meta").insert("key_check", vec![1u8; 80]).expect("damage"));
     let store = open(&path, KEY_A);
     assert!(matches!(store.load(&id("a")).expect("load"), LoadOutcome::Found(_)));
     drop(store);
     let codec = RecordCodec::new(&StoreKey::from_bytes(KEY_A));
-    let check = sled::open(&path).expect("raw").open_tree("meta").expect("meta").get("key_check").expect("get");
+    let check = with_raw_sled(&path, |db| db.open_tree("meta").expect("meta").get("key_check").expect("get"));
     assert!(codec.opens_key_check(&check.expect("a key check")), "rewritten with the key");
 }
 
@@ -238,15 +229,9 @@ fn rotation_re_seals_every_record_under_the_new_key() {
     let new_file = dir.path().join("new.key");
     populated(&path, &old_file, 3, 5);
     // A record quarantined under the old key comes along too.
-    {
-        let db = sled::open(&path).expect("raw open");
-        let codec =
-            RecordCodec::new(&StoreKey::from_base64(&fs::read_to_string(&old_file).expect("key"), "k").expect("k"));
-        let q = id("q");
-        let drifted = codec.seal_envelope(RecordAddress::Snapshot(&q), 1, &"not a snapshot").expect("seal");
-        db.open_tree("snapshots").expect("tree").insert("q", drifted).expect("insert");
-        db.flush().expect("flush");
-    }
+    let codec = RecordCodec::new(&StoreKey::from_base64(&fs::read_to_string(&old_file).expect("key"), "k").expect("k"));
+    let drifted = codec.seal_envelope(RecordAddress::Snapshot(&id("q")), 1, &"not a snapshot").expect("seal");
+    with_raw_sled(&path, |db| db.open_tree("snapshots").expect("tree").insert("q", drifted).expect("insert"));
     {
         let store = SledStore::open(&path, file_key(&old_file)).expect("open");
         assert!(matches!(store.load(&id("q")).expect("load"), LoadOutcome::Quarantined { .. }));

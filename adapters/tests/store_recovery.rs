@@ -268,11 +268,9 @@ fn a_snapshot_that_decrypts_but_does_not_decode_keeps_its_login_attempts() {
     let drifted =
         Drifted { format_version: 1, session_id: "a", saved_at: "yesterday", login_attempts: attempts.clone() };
     let record = codec.seal_envelope(RecordAddress::Snapshot(&a), 1, &drifted).expect("seal");
-    {
-        let db = sled::open(&path).expect("raw open");
+    with_raw_sled(&path, |db| {
         db.open_tree("snapshots").expect("tree").insert(b"a", record).expect("insert");
-        db.flush().expect("flush");
-    }
+    });
     let store = open(&path, KEY_A);
     match store.load(&a).expect("load") {
         LoadOutcome::Quarantined { reason, login_attempts } => {

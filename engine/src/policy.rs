@@ -497,6 +497,10 @@ policy_settings! {
     login_rate: Option<Rate> => Toggle<Rate>,
     /// At most this many broker requests per window, per broker account (all its sessions together).
     request_rate: Option<Rate> => Toggle<Rate>,
+    /// The spread of the one-way network delay to the broker. The broker counts requests when they arrive;
+    /// the request limiter widens its window by this much, so that requests sent evenly but delayed
+    /// unevenly still never put more than `request_rate` into one of the broker's windows.
+    network_jitter: Duration => HumanDuration,
     /// How long a request may wait for a token.
     request_timeout: Duration => HumanDuration,
     /// How long a login, refresh, keep-alive or logout call may take before it counts as failed.
@@ -559,6 +563,7 @@ impl Policy {
             max_consecutive_failures: 3,
             login_rate: Some(Rate::new(3, Duration::from_secs(300))),
             request_rate: None,
+            network_jitter: Duration::from_millis(50),
             request_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
             max_waiters: 16_384,

@@ -10,6 +10,8 @@
 //! - [`model`]: in-process broker models ([`model::BrokerModel`]) that implement [`warden_engine::Broker`]
 //!   and enforce each broker's rules (lifetimes, error codes, rate limits, resets), deterministically from a
 //!   seed and without reading a clock: time always comes in as a parameter.
+//! - [`mock`]: the same models served over HTTP and WebSocket in each broker's wire format (mock brokers
+//!   for real clients, in real time).
 //! - [`report`]: the run's [`report::Report`], the `[expect]` bounds ([`report::Expectations`]) and the
 //!   plain-text tables the CLI prints.
 //!
@@ -33,6 +35,7 @@
 
 pub mod bench;
 pub mod html;
+pub mod mock;
 pub mod model;
 pub mod report;
 pub mod runner;

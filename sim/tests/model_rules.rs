@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use warden_engine::{Broker, Credentials, Delivery, ErrorClass, Grant, KeepaliveStatus, LoginRequest, Secret, UnixMs};
 use warden_sim::model::{
-    Affects, BrokerEvent, BrokerModel, BrokerSpec, ErrorRates, EventKind, Latency, Lockout, ModelKind, ModelRequest,
-    Outage, OutageMode, Revocation, TokenVerdict, Window,
+    Affects, BrokerEvent, BrokerModel, BrokerSpec, Endpoint, ErrorRates, EventKind, Latency, Lockout, LoginAfterExpiry,
+    ModelKind, ModelRequest, Outage, OutageMode, RejectionForm, Revocation, TokenVerdict, Window,
 };
 
 fn at(text: &str) -> UnixMs {
@@ -57,9 +57,10 @@ async fn a_token_past_its_declared_expiry_is_a_dead_token_use() {
     let grant = login(&model, t0).await.unwrap();
     assert_eq!(grant.expires_at, Some(secs(t0, 3600)));
     assert!(model.request(secs(t0, 3_000), token(&grant), &ModelRequest::read(1)).result.is_ok());
-    // Sent 100 ms before the declared expiry, it arrives exactly at it: the broker refuses it.
+    // Sent 50 ms before the declared expiry with a 100 ms round trip, it reaches the broker half-way,
+    // exactly at the expiry: the broker refuses it.
     let late =
-        model.request(secs(t0, 3600).saturating_sub(Duration::from_millis(100)), token(&grant), &ModelRequest::read(2));
+        model.request(secs(t0, 3600).saturating_sub(Duration::from_millis(50)), token(&grant), &ModelRequest::read(2));
     let error = late.result.unwrap_err();
     assert_eq!(error.code.as_deref(), Some("900901"));
     assert_eq!(model.classify(&error), ErrorClass::AuthExpired);
@@ -105,7 +106,9 @@ async fn early_expiry_answers_one_of_kotaks_expiry_forms() {
 
 #[tokio::test(start_paused = true)]
 async fn openalgo_revokes_tokens_issued_before_the_0300_ist_cutoff() {
-    let model = BrokerModel::new(spec(ModelKind::OpenAlgo), 4);
+    let mut s = spec(ModelKind::OpenAlgo);
+    s.login_after_expiry = LoginAfterExpiry::Automatic;
+    let model = BrokerModel::new(s, 4);
     // 20:00 IST on Monday 2026-03-09; the cut-off is 03:00 IST on Tuesday = 21:30 UTC on Monday.
     let evening = at("2026-03-09T14:30:00Z");
     let grant = login(&model, evening).await.unwrap();
@@ -394,6 +397,7 @@ fn many_requests_stay_cheap_and_exact() {
     let t0 = at("2026-03-09T09:00:00Z");
     let mut s = BrokerSpec::preset(ModelKind::Saxo);
     s.request_limit.windows.clear();
+    s.order_limit.windows.clear();
     s.refresh_lifetime = None;
     s.token_expiry = warden_sim::model::TokenExpiry::After(Duration::from_secs(365 * 86_400));
     let model = BrokerModel::new(s, 20);
@@ -407,4 +411,135 @@ fn many_requests_stay_cheap_and_exact() {
     }
     let stats = model.stats();
     assert_eq!((stats.requests_seen, stats.requests_ok, stats.orders_executed, stats.duplicate_orders), (n, n, n, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_is_judged_when_it_arrives_and_answered_after_its_round_trip() {
+    let model = BrokerModel::new(spec(ModelKind::OpenAlgo), 21);
+    // 02:59 IST; the cut-off is 03:00 IST = 21:30 UTC.
+    let t0 = at("2026-03-09T21:29:00Z");
+    let grant = login(&model, t0).await.unwrap();
+    // Sent 40 ms before the cut-off with a 100 ms round trip: it reaches the broker 10 ms after it.
+    let sent = at("2026-03-09T21:29:59.960Z");
+    let clock = warden_actors::Clock::starting_at(sent);
+    let refused = model.call(sent, token(&grant), &ModelRequest::order(1)).await.unwrap_err();
+    assert_eq!(clock.now(), at("2026-03-09T21:30:00.060Z"), "the answer takes the whole round trip");
+    assert_eq!(model.classify(&refused), ErrorClass::AuthExpired);
+    let (refusals, dropped) = model.refusals();
+    assert_eq!(dropped, 0);
+    assert_eq!(refusals.len(), 1);
+    assert_eq!((refusals[0].sent_at, refusals[0].arrived_at), (sent, at("2026-03-09T21:30:00.010Z")));
+    assert_eq!(refusals[0].verdict, TokenVerdict::Revoked(Revocation::Reset));
+    assert_eq!(model.stats().orders_executed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_is_judged_when_it_arrives() {
+    let model = BrokerModel::new(spec(ModelKind::OpenAlgo), 22);
+    // Sent 200 ms before the 03:00 IST cut-off with a 500 ms round trip: the broker issues the token
+    // 50 ms after the cut-off, so the cut-off does not revoke it.
+    let grant = login(&model, at("2026-03-09T21:29:59.800Z")).await.unwrap();
+    assert_eq!(grant.issued_at, at("2026-03-09T21:29:59.800Z"));
+    assert!(model.is_accepted(token(&grant), at("2026-03-09T21:31:00Z")));
+    // Sent 300 ms before it, the token is issued 50 ms before the cut-off and dies with it.
+    let early = login(&model, at("2026-03-10T21:29:59.700Z")).await.unwrap();
+    assert_eq!(model.verdict(token(&early), at("2026-03-10T21:30:00Z")), TokenVerdict::Revoked(Revocation::Reset));
+}
+
+#[tokio::test(start_paused = true)]
+async fn angel_one_limits_token_generation_to_one_a_second_and_dies_at_midnight_ist() {
+    let model = BrokerModel::new(spec(ModelKind::AngelOne), 23);
+    // 10:00 IST; midnight IST is 18:30 UTC.
+    let t0 = at("2026-03-09T04:30:00Z");
+    let grant = login(&model, t0).await.unwrap();
+    assert_eq!(grant.expires_at, Some(at("2026-03-09T18:30:00Z")));
+    let again = login(&model, t0.saturating_add(Duration::from_millis(400))).await.unwrap_err();
+    assert_eq!(
+        (again.status, model.classify(&again)),
+        (Some(429), ErrorClass::RateLimited { retry_after: again.retry_after })
+    );
+    assert!(login(&model, secs(t0, 2)).await.is_ok());
+    let late = model.request(at("2026-03-09T18:30:00Z"), token(&grant), &ModelRequest::read(1)).result.unwrap_err();
+    assert_eq!((late.status, late.code.as_deref()), (Some(401), Some("AG8001")));
+    assert_eq!(model.classify(&late), ErrorClass::AuthExpired);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_can_lose_the_session_while_others_keep_it() {
+    let t0 = at("2026-03-09T05:00:00Z");
+    let mut s = spec(ModelKind::KotakNeo);
+    let order = warden_sim::model::KindId(1);
+    s.endpoints = vec![Endpoint {
+        kinds: vec![order],
+        rejection_form: Some(RejectionForm::Kotak100022),
+        early_expiries: vec![secs(t0, 600)],
+        ..Endpoint::default()
+    }];
+    s.rejection_form = RejectionForm::KotakInvalidSession;
+    let model = BrokerModel::new(s, 24);
+    let grant = login(&model, t0).await.unwrap();
+    let place = |op: u64| ModelRequest { kind: order, idempotent: false, op_id: op };
+    assert!(model.request(secs(t0, 590), token(&grant), &place(1)).result.is_ok());
+    let refused = model.request(secs(t0, 610), token(&grant), &place(2)).result.unwrap_err();
+    assert_eq!((refused.status, refused.code.as_deref()), (Some(403), Some("100022")));
+    assert_eq!(model.classify(&refused), ErrorClass::AuthExpired);
+    // Quotes (kind 0) still work with the same token.
+    assert!(model.request(secs(t0, 611), token(&grant), &ModelRequest::read(3)).result.is_ok());
+    assert_eq!(model.refusals().0[0].verdict, TokenVerdict::Revoked(Revocation::EndpointExpiry));
+    // A token issued after the endpoint's expiry works there again.
+    let fresh = login(&model, secs(t0, 620)).await.unwrap();
+    assert!(model.request(secs(t0, 630), token(&fresh), &place(4)).result.is_ok());
+    // Expired tokens answer in the broker's chosen form.
+    let dead = model.request(secs(t0, 3_700), token(&grant), &ModelRequest::read(5)).result.unwrap_err();
+    assert_eq!((dead.status, dead.message.as_str()), (Some(403), "Invalid session, please re-login to continue"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn orders_have_their_own_limit_beside_the_account_limit() {
+    let t0 = at("2026-03-09T09:00:00Z");
+    let model = BrokerModel::new(spec(ModelKind::Saxo), 25);
+    let grant = login(&model, t0).await.unwrap();
+    // 1 order/s per session: the second order within a second is refused, a quote is not.
+    assert!(model.request(secs(t0, 10), token(&grant), &ModelRequest::order(1)).result.is_ok());
+    let second = model.request(secs(t0, 10), token(&grant), &ModelRequest::order(2)).result.unwrap_err();
+    assert_eq!(second.status, Some(429));
+    assert!(model.request(secs(t0, 10), token(&grant), &ModelRequest::read(3)).result.is_ok());
+    assert!(model.request(secs(t0, 11), token(&grant), &ModelRequest::order(4)).result.is_ok());
+    let stats = model.stats();
+    assert_eq!((stats.orders_executed, stats.rate_limited), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_daily_expiry_a_login_needs_a_persons_fresh_code() {
+    let model = BrokerModel::new(spec(ModelKind::Zerodha), 26);
+    // Monday 09:00 IST: the run's first login needs no code (a person logged in before the start).
+    let monday = at("2026-03-09T03:30:00Z");
+    assert!(login_with(&model, monday, false, None).await.is_ok());
+    // Logins later that day still work without a code.
+    assert!(login_with(&model, secs(monday, 3_600), false, None).await.is_ok());
+    // After Tuesday's 06:00 IST expiry a program cannot log in.
+    let tuesday = at("2026-03-10T03:30:00Z");
+    let refused = model
+        .login(tuesday, LoginRequest { credentials: &Credentials::new(), second_factor: None, take_over: false })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code.as_deref(), model.classify(&refused)),
+        (Some("login_needs_person"), ErrorClass::NeedsHuman)
+    );
+    // A person's code lives 5 minutes and works once.
+    let code = Secret::new(model.issue_login_code(secs(tuesday, 60)));
+    let stale_later = Secret::new(model.issue_login_code(secs(tuesday, 120)));
+    assert!(login_with(&model, secs(tuesday, 180), false, Some(&code)).await.is_ok());
+    // Single use, and good until Wednesday's expiry for later logins without a code.
+    assert!(login_with(&model, secs(tuesday, 240), false, None).await.is_ok());
+    let wednesday = at("2026-03-11T03:30:00Z");
+    assert_eq!(login_with(&model, wednesday, false, Some(&code)).await.unwrap_err(), ErrorClass::NeedsHuman);
+    assert_eq!(
+        login_with(&model, secs(wednesday, 1), false, Some(&stale_later)).await.unwrap_err(),
+        ErrorClass::NeedsHuman
+    );
+    let fresh = Secret::new(model.issue_login_code(secs(wednesday, 2)));
+    assert!(login_with(&model, secs(wednesday, 3), false, Some(&fresh)).await.is_ok());
+    assert_eq!(model.stats().login_codes_issued, 3);
 }

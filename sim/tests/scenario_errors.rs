@@ -323,6 +323,23 @@ fn load_names_the_path_and_reads_errors() {
 fn no_input_panics() {
     // Truncations and byte flips of a valid file: every one must give Ok or an error, never a panic.
     let text = std::fs::read_to_string(scenarios_dir().join("saxo.toml")).unwrap();
+    // And a file with the newer keys: endpoints, scripted requests, an operator, nested bounds.
+    let newer = std::fs::read_to_string(scenarios_dir().join("kotak-partial-session.toml")).unwrap()
+        + "\n[[workload.at]]\nat = \"11:41:59.900\"\nkind = \"order\"\ncount = 3\n\n[operator]\nresets = [\"+3h\"]\n";
+    for cut in (0..newer.len()).step_by(5) {
+        if newer.is_char_boundary(cut) {
+            let _ = Scenario::parse(&newer[..cut], "cut.toml");
+        }
+    }
+    for i in (0..newer.len()).step_by(3) {
+        for replacement in [b'"', b'[', b'=', b'9', b'.', b'{'] {
+            let mut mutated = newer.as_bytes().to_vec();
+            mutated[i] = replacement;
+            if let Ok(s) = String::from_utf8(mutated) {
+                let _ = Scenario::parse(&s, "mutated.toml");
+            }
+        }
+    }
     for cut in (0..text.len()).step_by(7) {
         if text.is_char_boundary(cut) {
             let _ = Scenario::parse(&text[..cut], "cut.toml");
@@ -477,4 +494,279 @@ fn the_documented_examples_parse() {
         text.push_str(block);
         Scenario::parse(&text, "docs/scenarios.md").unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
+}
+
+#[test]
+fn scripted_requests_at_exact_instants() {
+    let text = format!(
+        "{BASE}\n[[workload.at]]\nat = \"02:59:59.900\"\nkind = \"quote\"\ncount = 25\n\n[[workload.at]]\nat = \"+1h 250ms\"\nkind = \"quote\"\nsession = 0\n"
+    );
+    let s = Scenario::parse(&text, ORIGIN).unwrap();
+    // 02:59:59.900 IST on each trading day inside the run (Tuesday and Wednesday; Monday's is before the
+    // start), and the offset.
+    let at: Vec<(String, u32)> = s.workload.scripted.iter().map(|b| (b.at.to_string(), b.count)).collect();
+    let want = [("2026-03-09T03:30:00.25Z", 1), ("2026-03-09T21:29:59.9Z", 25), ("2026-03-10T21:29:59.9Z", 25)];
+    assert_eq!(at, want.map(|(t, n)| (t.to_owned(), n)));
+    assert_eq!(s.workload.scripted[0].session, Some(0));
+    let strategies = 2.0 * 0.5 * s.workload.open_time().as_secs_f64();
+    assert_eq!(s.workload.expected_requests(), strategies + 51.0);
+}
+
+#[test]
+fn bad_scripted_requests() {
+    let at = |entry: &str| format!("{BASE}\n[[workload.at]]\n{entry}\n");
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"qoute\""));
+    assert_error(&err, 26, "`workload.at[0].kind`", &["unknown request kind `qoute`", "did you mean `quote`?"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\ncount = 0"));
+    assert_error(&err, 27, "`workload.at[0].count`", &["0 must be between 1 and 100000"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\nsession = 2"));
+    assert_error(&err, 27, "`workload.at[0].session`", &["session 2 does not exist"]);
+    let err = parse_err(&at("at = \"02:59:59.9001\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["finer than a millisecond"]);
+    let err = parse_err(&at("at = \"+1.5ms\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["finer than a millisecond"]);
+    let err = parse_err(&at("at = \"+9d\"\nkind = \"quote\""));
+    assert_error(&err, 25, "`workload.at[0].at`", &["is outside the run"]);
+    let err = parse_err(&at("at = \"+1h\""));
+    assert_error(&err, 24, "kind", &["missing key `kind` in [workload.at[0]]"]);
+    let err = parse_err(&at("at = \"+1h\"\nkind = \"quote\"\ncuont = 3"));
+    assert_error(&err, 27, "cuont", &["unknown key `cuont` in [workload.at[0]]", "did you mean `count`?"]);
+    let no_mix = BASE
+        .replace("[[workload.mix]]\nkind = \"quote\"\nidempotent = true\n", "")
+        .replace("strategies = 2\nrate_per_strategy = 0.5\n", "");
+    let err = parse_err(&format!("{no_mix}\n[[workload.at]]\nat = \"+1h\"\nkind = \"quote\"\n"));
+    assert!(err.to_string().contains("scripted requests name kinds of the request mix"), "{err}");
+    let err = parse_err(&replace("kind = \"quote\"", "kind = \"quote.v2\""));
+    assert_error(&err, 18, "`workload.mix[0].kind`", &["letters, digits, `_` and `-` only"]);
+}
+
+#[test]
+fn times_to_the_millisecond_everywhere() {
+    let s = Scenario::parse(
+        &replace("open = \"09:15\", close = \"15:30\"", "open = \"09:15:00.500\", close = \"15:30\"").replace(
+            "start = \"2026-03-09T08:00:00+05:30[Asia/Kolkata]\"",
+            "start = \"2026-03-09T08:00:00.250+05:30[Asia/Kolkata]\"",
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    assert_eq!(s.start.to_string(), "2026-03-09T02:30:00.25Z");
+    assert_eq!(s.workload.open_windows[0].from.to_string(), "2026-03-09T03:45:00.5Z");
+    let err = parse_err(&replace("open = \"09:15\"", "open = \"09:15:00.0001\""));
+    assert_error(&err, 15, "`workload.market_hours.open`", &["finer than a millisecond"]);
+    let err = parse_err(&replace("duration = \"2d\"", "duration = \"2d 1us\""));
+    assert_error(&err, 4, "`duration`", &["finer than a millisecond"]);
+}
+
+#[test]
+fn repeated_faults_within_a_window() {
+    let s = Scenario::parse(
+        &format!(
+            "{BASE}\n[faults]\nrestarts = [{{ from = \"10:00\", to = \"11:00\", every = \"10m\", downtime = \"5s\" }}]\npanics = [{{ from = \"+1h\", to = \"+1h 30s\", every = \"10s\" }}]\n"
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    // 10:00 to 11:00 IST on each of the two days the run covers: 10:00, 10:10 … 10:50.
+    assert_eq!(s.faults.restarts.len(), 12);
+    assert_eq!(s.faults.restarts[1].at.as_millis() - s.faults.restarts[0].at.as_millis(), 600_000);
+    assert_eq!(s.faults.restarts[0].downtime, Duration::from_secs(5));
+    assert_eq!(s.faults.panics.len(), 3, "+1h, +1h 10s, +1h 20s (to is exclusive)");
+    let faults = |entry: &str| format!("{BASE}\n[faults]\n{entry}\n");
+    let err =
+        parse_err(&faults("restarts = [{ from = \"10:00\", to = \"11:00\", every = \"5s\", downtime = \"5s\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].every`", &["must be longer than the `downtime` (5s)"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", to = \"11:00\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `every`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", every = \"10m\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `to`"]);
+    let err = parse_err(&faults("restarts = [{ at = \"+1h\", from = \"+2h\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].from`", &["either `at`", "not both"]);
+    let err = parse_err(&faults("restarts = [{ at = \"+1h\", every = \"10m\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0].every`", &["`every` goes with `from`"]);
+    let err = parse_err(&faults("restarts = [{ downtime = \"5s\" }]"));
+    assert_error(&err, 25, "faults.restarts[0]", &["missing key `at`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"10:00\", to = \"+1h\", every = \"10m\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0]`", &["both be local times of day, or both instants"]);
+    let err = parse_err(&faults("panics = [{ from = \"+1h\", every = \"10s\" }]"));
+    assert_error(&err, 25, "faults.panics[0]", &["missing key `count`", "or give `to`"]);
+    let err = parse_err(&faults("panics = [{ from = \"+1h\", to = \"+2h\" }]"));
+    assert_error(&err, 25, "faults.panics[0]", &["missing key `every`"]);
+    let err = parse_err(&faults("restarts = [{ from = \"+1h\", to = \"+2h\", every = \"1ms\" }]"));
+    assert_error(&err, 25, "`faults.restarts[0]`", &["more than 10000 restarts"]);
+}
+
+#[test]
+fn nested_report_fields_in_expect() {
+    let expect = |bounds: &str| replace("logins = { max = 3 }", bounds);
+    let s = Scenario::parse(
+        &expect(
+            "logins = { max = 3 }\nfailed_by.timeout = { max = 0 }\n\"invalid_by.needs_human\" = { max = 0 }\n\
+             by_kind.quote.failed = { max = 0 }\nevents.cutoff = { per_day = 1 }\nevents.login = { max = 4, per_day = { max = 2 } }\n\
+             \"events.cutoff.first_ms\" = { max = 86400000 }\nlogin_attempts = { max = 5 }",
+        ),
+        ORIGIN,
+    )
+    .unwrap();
+    let names: Vec<(String, String)> = s.expect.iter().map(|e| (e.name.clone(), e.bound.to_string())).collect();
+    for (name, bound) in [
+        ("failed_by.timeout", "<= 0"),
+        ("invalid_by.needs_human", "<= 0"),
+        ("by_kind.quote.failed", "<= 0"),
+        ("events.cutoff", "per day = 1"),
+        ("events.login", "<= 4"),
+        ("events.login", "per day <= 2"),
+        ("events.cutoff.first_ms", "<= 86400000"),
+    ] {
+        assert!(names.contains(&(name.to_owned(), bound.to_owned())), "{name} {bound} not in {names:?}");
+    }
+    let err = parse_err(&expect("failed_by.timout = { max = 0 }"));
+    assert_error(
+        &err,
+        22,
+        "failed_by.timout",
+        &["unknown report field `failed_by.timout`", "did you mean `failed_by.timeout`?"],
+    );
+    let err = parse_err(&expect("by_kind.qoute.ok = { max = 0 }"));
+    assert_error(&err, 22, "by_kind.qoute", &["unknown report field", "did you mean `by_kind.quote.ok`?"]);
+    let err = parse_err(&expect("events.cutof = { per_day = 1 }"));
+    assert_error(&err, 22, "events.cutof", &["did you mean `events.cutoff`?"]);
+    let err = parse_err(&expect("logins = { per_day = 1 }"));
+    assert_error(&err, 22, "`expect.logins.per_day`", &["only an event category"]);
+    let err = parse_err(&expect("events.cutoff = { per_day = { maxx = 1 } }"));
+    assert_error(&err, 22, "maxx", &["unknown key `maxx`", "did you mean `max`?"]);
+    let err = parse_err(&expect("events.cutoff = { per_dya = 1 }"));
+    assert_error(&err, 22, "per_dya", &["unknown key `per_dya`", "did you mean `per_day`?"]);
+    let err = parse_err(&expect("failed_by.timeout = 0"));
+    assert_error(&err, 22, "`expect.failed_by.timeout`", &["a bare number (0) is not a bound"]);
+    let err = parse_err(&expect("failed_by.timeout = \"none\""));
+    assert_error(&err, 22, "`expect.failed_by.timeout`", &["found a string"]);
+    let err = parse_err(&expect("events.cutoff.first = { max = 1 }"));
+    assert_error(&err, 22, "events.cutoff.first", &["unknown report field"]);
+    let err = parse_err(&expect("never_dead_token = { per_day = 1 }"));
+    assert_error(&err, 22, "`expect.never_dead_token`", &["is true or false"]);
+    // A run that covers no whole day has no day for a per-day bound to judge.
+    let short = replace("duration = \"2d\"", "duration = \"20h\"")
+        .replace("logins = { max = 3 }", "events.cutoff = { per_day = 1 }");
+    let err = parse_err(&short);
+    assert_error(&err, 22, "`expect.events.cutoff.per_day`", &["covers no whole day"]);
+}
+
+#[test]
+fn broker_behaviours_users_meet() {
+    let broker = |keys: &str| replace("model = \"saxo\"", &format!("model = \"saxo\"\n{keys}"));
+    // Saxo's order limit is in the preset; `[]` lifts it, a list replaces it.
+    let s = Scenario::parse(BASE, ORIGIN).unwrap();
+    assert_eq!(s.broker.order_limit.windows.len(), 1);
+    let s = Scenario::parse(&broker("order_limits = []"), ORIGIN).unwrap();
+    assert!(s.broker.order_limit.windows.is_empty());
+    let s = Scenario::parse(
+        &broker("[[broker.endpoints]]\nkinds = [\"quote\"]\nlimits = [{ max = 1, per = \"1s\" }]\npenalty = \"1m\""),
+        ORIGIN,
+    );
+    let s = s.unwrap();
+    assert_eq!(s.broker.endpoints[0].kinds, [warden_sim::model::KindId(0)]);
+    assert_eq!(s.broker.endpoints[0].limit.as_ref().unwrap().penalty, Some(Duration::from_secs(60)));
+    let err = parse_err(&broker("order_limits = [{ max = 0, per = \"1s\" }]"));
+    assert_error(&err, 8, "`broker.order_limits[0].max`", &["0 must be between 1 and"]);
+    let err = parse_err(&broker("order_penalty = \"0s\""));
+    assert_error(&err, 8, "`broker.order_penalty`", &["must be longer than zero"]);
+    let err = parse_err(&broker("rejection_form = \"100022\""));
+    assert_error(&err, 8, "`broker.rejection_form`", &["the saxo model has one rejection form", "Kotak Neo's"]);
+    let kotak = |keys: &str| replace("model = \"saxo\"", &format!("model = \"kotak-neo\"\n{keys}"));
+    let s = Scenario::parse(&kotak("rejection_form = \"900901\""), ORIGIN).unwrap();
+    assert_eq!(s.broker.rejection_form, warden_sim::model::RejectionForm::Kotak900901);
+    let err = parse_err(&kotak("rejection_form = \"90091\""));
+    assert_error(&err, 8, "`broker.rejection_form`", &["unknown rejection form `90091`", "did you mean `900901`?"]);
+    let endpoint = |keys: &str| kotak(&format!("[[broker.endpoints]]\n{keys}"));
+    let err = parse_err(&endpoint("kinds = [\"qoute\"]"));
+    assert_error(&err, 9, "`broker.endpoints[0].kinds[0]`", &["unknown request kind `qoute`", "did you mean `quote`?"]);
+    let err = parse_err(&endpoint("kinds = []"));
+    assert_error(&err, 9, "`broker.endpoints[0].kinds`", &["names no request kind"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\n[[broker.endpoints]]\nkinds = [\"quote\"]"));
+    assert_error(&err, 11, "`broker.endpoints[1].kinds[0]`", &["already served by endpoint #1"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nrejection_form = \"403\""));
+    assert_error(&err, 10, "`broker.endpoints[0].rejection_form`", &["unknown rejection form `403`"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nearly_expiries = [\"+9d\"]"));
+    assert_error(&err, 10, "`broker.endpoints[0].early_expiries[0]`", &["is outside the run"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\npenalty = \"0s\""));
+    assert_error(&err, 10, "`broker.endpoints[0].penalty`", &["must be longer than zero"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nlimits = [{ max = 1, per = \"0s\" }]"));
+    assert_error(&err, 10, "`broker.endpoints[0].limits[0].per`", &["must be longer than zero"]);
+    let err = parse_err(&endpoint("kinds = [\"quote\"]\nlimit = []"));
+    assert_error(&err, 10, "limit", &["unknown key `limit` in [broker.endpoints[0]]", "did you mean `limits`?"]);
+    // A person's login after the daily expiry needs a daily expiry.
+    let err = parse_err(&kotak("login_after_expiry = \"person\""));
+    assert_error(&err, 8, "`broker.login_after_expiry`", &["needs a daily expiry", "token_expires_at"]);
+    let err = parse_err(&kotak("login_after_expiry = \"human\""));
+    assert_error(&err, 8, "`broker.login_after_expiry`", &["unknown value `human`", "`automatic`", "`person`"]);
+    let s = Scenario::parse(&kotak("token_expires_at = \"00:00\"\nlogin_after_expiry = \"person\""), ORIGIN).unwrap();
+    assert_eq!(s.broker.login_after_expiry, warden_sim::model::LoginAfterExpiry::Person);
+    let err = parse_err(&replace("model = \"saxo\"", "model = \"zerodha\"\nlogin_code_lifetime = \"0s\""));
+    assert_error(&err, 8, "`broker.login_code_lifetime`", &["must be longer than zero"]);
+    let s = Scenario::parse(&replace("model = \"saxo\"", "model = \"angel-one\""), ORIGIN).unwrap();
+    assert_eq!(s.policy.daily_cutoff.unwrap().at.to_string(), "00:00", "the midnight expiry is the cut-off");
+}
+
+#[test]
+fn operator_actions() {
+    let text =
+        format!("{BASE}\n[operator]\nlogin_codes = [\"09:05\", {{ at = \"+1h\", session = 0 }}]\nresets = [\"+2h\"]\n");
+    let s = Scenario::parse(&text, ORIGIN).unwrap();
+    // 09:05 IST on Monday and Tuesday (trading days), and the offset.
+    assert_eq!(s.operator.login_codes.len(), 3);
+    assert_eq!(s.operator.login_codes[0].session, Some(0));
+    assert_eq!(s.operator.resets.len(), 1);
+    let operator = |keys: &str| format!("{BASE}\n[operator]\n{keys}\n");
+    let err = parse_err(&operator("login_codes = [{ at = \"+1h\", session = 3 }]"));
+    assert_error(&err, 25, "`operator.login_codes[0].session`", &["session 3 does not exist"]);
+    let err = parse_err(&operator("login_codes = [\"whenever\"]"));
+    assert_error(&err, 25, "operator.login_codes", &["\"whenever\" is not a time"]);
+    let err = parse_err(&operator("resets = [\"+9d\"]"));
+    assert_error(&err, 25, "`operator.resets[0]`", &["is outside the run"]);
+    let err = parse_err(&operator("login_code = [\"+1h\"]"));
+    assert_error(&err, 25, "login_code", &["unknown key `login_code` in [operator]", "did you mean `login_codes`?"]);
+}
+
+#[test]
+fn infeasible_scenarios_load_with_a_warning() {
+    assert!(Scenario::parse(BASE, ORIGIN).unwrap().warnings.is_empty());
+    // 2 strategies at 1.5 req/s = 3 req/s against Saxo's 120 per minute (2 req/s).
+    let s = Scenario::parse(&replace("rate_per_strategy = 0.5", "rate_per_strategy = 1.5"), ORIGIN).unwrap();
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    let w = &s.warnings[0];
+    assert_eq!((w.line, w.key.as_str()), (14, "workload.rate_per_strategy"));
+    let text = w.to_string();
+    assert!(text.starts_with(&format!("{ORIGIN} line 14")), "{text}");
+    assert!(
+        text.contains(
+            "the offered load (3 req/s per session) exceeds the saxo model's request limit (120 per 1m = 2 req/s)"
+        ),
+        "{text}"
+    );
+    // Orders: half of 1 req/s against Saxo's 1 order/s is fine; all of 3 req/s is not.
+    let orders = replace("idempotent = true", "idempotent = false")
+        .replace("rate_per_strategy = 0.5", "rate_per_strategy = 0.75");
+    let s = Scenario::parse(&orders, ORIGIN).unwrap();
+    assert!(s.warnings.iter().any(|w| w.problem.contains("order limit (1 per 1s = 1 req/s)")), "{:?}", s.warnings);
+    // A 24-hour token with a daily cut-off across New York's fall-back day (25 hours).
+    let fall = r#"name = "fall"
+seed = 1
+start = "2026-10-31T12:00:00-04:00[America/New_York]"
+duration = "3d"
+[broker]
+model = "kotak-neo"
+token_lifetime = "24h"
+[policy]
+daily_cutoff = { at = "03:00", tz = "America/New_York" }
+"#;
+    let s = Scenario::parse(fall, ORIGIN).unwrap();
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    let w = &s.warnings[0];
+    assert_eq!((w.line, w.key.as_str()), (7, "broker.token_lifetime"));
+    assert!(w.problem.contains("cannot cover 2026-11-01, which has 25h in America/New_York"), "{}", w.problem);
+    assert!(w.problem.contains("expires 1h before the next"), "{}", w.problem);
+    // A daily expiry at a local time follows the clock: no warning.
+    let daily = fall.replace("token_lifetime = \"24h\"", "token_expires_at = \"03:00\"");
+    assert!(Scenario::parse(&daily, ORIGIN).unwrap().warnings.is_empty());
 }

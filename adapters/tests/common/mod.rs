@@ -127,3 +127,33 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Runs `f` on the (closed) database opened with plain sled, as damage or a foreign writer would, then
+/// waits (at most 2 s) until sled has let go of its lock, so the next open does not find it held
+/// (sled's thread pool can hold the file for a moment after the `Db` is dropped).
+pub fn with_raw_sled<R>(path: &Path, f: impl FnOnce(&sled::Db) -> R) -> R {
+    let db = (0..400)
+        .find_map(|_| match sled::open(path) {
+            Ok(db) => Some(db),
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                None
+            }
+            Err(e) => panic!("raw open: {e}"),
+        })
+        .expect("raw open: still locked after 2 s");
+    let result = f(&db);
+    db.flush().expect("raw flush");
+    drop(db);
+    let file = std::fs::File::open(path.join("db")).expect("sled's db file");
+    for _ in 0..400 {
+        match file.try_lock() {
+            Ok(()) => return result,
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(std::fs::TryLockError::Error(e)) => panic!("checking sled's lock: {e}"),
+        }
+    }
+    panic!("sled still holds its lock 2 s after the raw database was dropped")
+}
+
+pub mod mock_http;

@@ -19,6 +19,10 @@ pub(crate) struct Limiter {
     penalty_until: UnixMs,
 }
 
+/// How far out of order arrivals can come (the longest one-way trip a scenario can draw, with room to
+/// spare): entries this much older than a window's start are dropped.
+const MAX_REORDER: Duration = Duration::from_secs(60);
+
 /// The most instants a ring preallocates; larger limits grow on use.
 const PREALLOCATE_MAX: usize = 4_096;
 
@@ -41,12 +45,18 @@ impl Limiter {
         }
         let mut wait = None;
         for (limit, log) in &mut self.windows {
+            // Calls are judged when they are sent, with the instant they arrive: a call sent later on a
+            // faster path can arrive earlier. The log is kept sorted by arrival, and a call counts the
+            // admitted arrivals in the window that ends with it, (at − per, at].
             let window_start = at.saturating_sub(limit.per);
-            while log.front().is_some_and(|&t| t <= window_start) {
+            let oldest_kept = window_start.saturating_sub(MAX_REORDER);
+            while log.front().is_some_and(|&t| t <= oldest_kept) {
                 log.pop_front();
             }
-            if log.len() >= limit.max as usize {
-                let frees_at = log.front().map_or(at, |&t| t.saturating_add(limit.per));
+            let from = log.partition_point(|&t| t <= window_start);
+            let to = log.partition_point(|&t| t <= at);
+            if to - from >= limit.max as usize {
+                let frees_at = log.get(from).map_or(at, |&t| t.saturating_add(limit.per));
                 let w = frees_at.saturating_duration_since(at).max(Duration::from_millis(1));
                 wait = Some(wait.map_or(w, |old: Duration| old.max(w)));
             }
@@ -61,7 +71,8 @@ impl Limiter {
             });
         }
         for (_, log) in &mut self.windows {
-            log.push_back(at);
+            let position = log.partition_point(|&t| t <= at);
+            log.insert(position, at);
         }
         Ok(())
     }
@@ -84,6 +95,18 @@ mod tests {
         assert_eq!(l.admit(t(500)), Err(Duration::from_millis(500)));
         assert!(l.admit(t(1_000)).is_ok());
         assert_eq!(l.admit(t(1_050)), Err(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn calls_arriving_out_of_order_are_counted_in_their_own_window() {
+        let mut l =
+            Limiter::new(&RateLimit { windows: vec![Limit { max: 2, per: Duration::from_secs(1) }], penalty: None });
+        // Judged in send order, arriving out of order: 900, then 100 (a faster path), then 1_050.
+        assert!(l.admit(t(900)).is_ok());
+        assert!(l.admit(t(100)).is_ok());
+        // The window (50, 1_050] holds 100 and 900: full. (950, 1_950] would hold only 900.
+        assert_eq!(l.admit(t(1_050)), Err(Duration::from_millis(50)));
+        assert!(l.admit(t(1_101)).is_ok(), "100 left the window");
     }
 
     #[test]

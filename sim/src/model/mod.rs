@@ -1,7 +1,7 @@
 //! In-process broker models: [`BrokerModel`] implements [`warden_engine::Broker`] and enforces one
 //! broker's rules, so the simulator can run the real engine against it in virtual time.
 //!
-//! A model is built from a [`BrokerSpec`] (each broker's defaults from BROKERS.md, overridable by a
+//! A model is built from a [`BrokerSpec`] (each broker's defaults from its public documentation, overridable by a
 //! scenario's `[broker]` table) and a seed. It never reads a clock: every call carries the wall-clock
 //! `now` (for a workload request, the instant it was sent), and every time-based broker event — an
 //! early expiry, a silent de-authentication, a reset, a competing login, an idle timeout, an outage — is
@@ -13,11 +13,13 @@
 //! - What depends on the calls themselves (an idle timeout, a competing hold, a lock-out, a superseded or
 //!   rotated token, rate limits) is updated as calls arrive.
 //!
-//! Login, refresh, keep-alive and logout sleep for their latency with `tokio::time::sleep` (virtual time
-//! under tokio's paused clock) and stamp grants with the `now` passed in; a token is born, for the
-//! model's own bookkeeping, at `now + latency`. [`BrokerModel::request`] is the workload's call: it does
-//! not sleep but returns the latency it sampled, judges the token at arrival (`sent_at + latency`), and is
-//! O(1) and allocation-free when it succeeds.
+//! Every call is a round trip ([`Trip`]): the model judges it when it arrives, half its latency after it
+//! was sent, and the caller has the answer when the whole latency has passed. Login, refresh, keep-alive
+//! and logout sleep for both legs with `tokio::time::sleep` (virtual time under tokio's paused clock) and
+//! stamp grants with the send time; a token is born, for the model's own bookkeeping, when its login or
+//! refresh arrives. [`BrokerModel::call`] is the workload's request, made the same way;
+//! [`BrokerModel::request`] judges at once as of the arrival, for tests that call in arrival order. Judging
+//! a request is O(1) and allocation-free when it succeeds.
 //!
 //! ```
 //! use warden_engine::UnixMs;
@@ -30,8 +32,10 @@
 //! ```
 
 mod limit;
+mod refusals;
 mod spec;
 mod stats;
+mod trip;
 mod wire;
 
 use std::collections::HashSet;
@@ -45,14 +49,18 @@ use warden_engine::{
 };
 
 use limit::Limiter;
+use refusals::Refusals;
+pub use refusals::{REFUSALS_KEPT, Refusal};
 pub use spec::{
-    Affects, BrokerEvent, BrokerSpec, ErrorRates, EventKind, Latency, Limit, Lockout, ModelKind, Outage, OutageMode,
-    RateLimit, TokenExpiry, WeeklyReset, Window, window_at,
+    Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, Latency, Limit, Lockout, LoginAfterExpiry,
+    ModelKind, Outage, OutageMode, RateLimit, RejectionForm, TokenExpiry, WeeklyReset, Window, window_at,
 };
 pub use stats::ModelStats;
+pub use trip::Trip;
 pub use wire::{
-    CODE_ACCOUNT_LOCKED, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS, CODE_INVALID_GRANT,
-    CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION, CODE_OPENALGO_EXPIRED, CODE_SECOND_FACTOR,
+    CODE_ACCOUNT_LOCKED, CODE_ANGEL_INVALID_TOKEN, CODE_COMPETING, CODE_IBKR_NO_SESSION, CODE_INVALID_CREDENTIALS,
+    CODE_INVALID_GRANT, CODE_INVALID_TOKEN, CODE_KITE_TOKEN, CODE_KOTAK_JWT, CODE_KOTAK_SESSION,
+    CODE_LOGIN_CODE_INVALID, CODE_NEEDS_PERSON, CODE_OPENALGO_EXPIRED, CODE_RESPONSE_LOST, CODE_SECOND_FACTOR,
     classify,
 };
 
@@ -93,6 +101,38 @@ pub struct ModelResponse {
     pub result: Result<(), BrokerError>,
 }
 
+/// A login as a wire protocol presents it ([`BrokerModel::judge_login`], the mock servers): what the
+/// `Broker` trait's login says, plus what only a wire protocol can say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginAttempt<'a> {
+    /// The login asks to take the account over from another session (IBKR's `compete: true`).
+    pub take_over: bool,
+    /// A second factor or a person's login code, if the login carries one.
+    pub second_factor: Option<&'a str>,
+    /// The credentials on the wire did not match the account's (a wrong MPIN, checksum, client secret or
+    /// signature): refused as wrong credentials, and counted toward a lock-out, like a period of
+    /// `wrong_credentials`.
+    pub wrong_credentials: bool,
+    /// The wire protocol needs a person's login code for every login (Kite's request token, an OAuth
+    /// authorization code): `second_factor` must be a fresh, unused code from
+    /// [`BrokerModel::issue_login_code`], whatever `login_after_expiry` says.
+    pub code_required: bool,
+}
+
+/// Which kind of call a round trip is, for its latency ([`BrokerModel::sample_trip`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// A login (`login_latency`).
+    Login,
+    /// A refresh-token grant (`refresh_latency`).
+    Refresh,
+    /// A keep-alive or a logout (`keepalive_latency`).
+    Keepalive,
+    /// A workload request (`request_latency`).
+    Request,
+}
+
 /// Why the broker stopped accepting a token before its declared expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -113,6 +153,9 @@ pub enum Revocation {
     Rotated,
     /// Logged out.
     LoggedOut,
+    /// The session died on the request's endpoint only ([`Endpoint::early_expiries`]); other endpoints
+    /// still accept the token.
+    EndpointExpiry,
 }
 
 impl Revocation {
@@ -188,9 +231,18 @@ struct State {
     last_activity: UnixMs,
     login_limiter: Limiter,
     request_limiter: Limiter,
+    order_limiter: Limiter,
+    /// One per [`BrokerSpec::endpoints`] entry (empty limits for those without their own).
+    endpoint_limiters: Vec<Limiter>,
+    /// With [`LoginAfterExpiry::Person`]: logins work without a person's code until then (`None`: no login
+    /// yet — the run's first login counts as made by a person before the start).
+    person_ok_until: Option<UnixMs>,
+    /// Login codes handed to operators, newest last (at most [`LOGIN_CODES_KEPT`]).
+    codes: Vec<LoginCode>,
     wrong_streak: u32,
     locked_until: UnixMs,
     executed: HashSet<u64>,
+    refusals: Refusals,
     stats: ModelStats,
 }
 
@@ -211,6 +263,17 @@ impl fmt::Debug for BrokerModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerModel").field("kind", &self.inner.spec.kind).field("label", &self.inner.label).finish()
     }
+}
+
+/// The most login codes a model remembers (older ones are forgotten: they have expired long since).
+const LOGIN_CODES_KEPT: usize = 64;
+
+/// A login code a person obtained and handed to an operator.
+#[derive(Debug)]
+struct LoginCode {
+    text: String,
+    issued_at: UnixMs,
+    used: bool,
 }
 
 /// Preallocated room for executed operation ids.
@@ -235,9 +298,18 @@ impl BrokerModel {
             last_activity: UnixMs::from_millis(i64::MIN),
             login_limiter: Limiter::new(&spec.login_limit),
             request_limiter: Limiter::new(&spec.request_limit),
+            order_limiter: Limiter::new(&spec.order_limit),
+            endpoint_limiters: spec
+                .endpoints
+                .iter()
+                .map(|e| Limiter::new(&e.limit.clone().unwrap_or_default()))
+                .collect(),
+            person_ok_until: None,
+            codes: Vec::new(),
             wrong_streak: 0,
             locked_until: UnixMs::from_millis(i64::MIN),
             executed: HashSet::with_capacity(EXECUTED_CAPACITY),
+            refusals: Refusals::default(),
             stats: ModelStats::default(),
         };
         BrokerModel { inner: Arc::new(Inner { spec, label: label.into(), state: Mutex::new(state) }) }
@@ -291,15 +363,24 @@ impl BrokerModel {
         self.verdict(token, at) == TokenVerdict::Accepted
     }
 
-    /// A workload request sent at `sent_at` with `token`. Samples the round trip, judges the token when
-    /// the request arrives (`sent_at + latency`) and answers; it does not sleep.
-    pub fn request(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> ModelResponse {
+    /// Samples the round trip of a workload request sent at `sent_at` (from the model's seeded
+    /// generator; call it when the request is sent).
+    pub fn send_request(&self, sent_at: UnixMs) -> Trip {
+        let latency = self.inner.spec.request_latency.sample(&mut self.lock().rng);
+        Trip::new(sent_at, latency)
+    }
+
+    /// Judges a workload request when it arrives ([`Trip::arrives_at`]) and answers; the answer reaches
+    /// the caller after `latency` from the send (the whole round trip, or an outage's hang). Call it at the
+    /// arrival instant, so that the model sees calls in the order the broker would. O(1) and
+    /// allocation-free when it succeeds.
+    pub fn judge_request(&self, trip: Trip, token: &str, req: &ModelRequest) -> ModelResponse {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
         state.stats.requests_seen += 1;
-        let mut latency = spec.request_latency.sample(&mut state.rng);
-        let at = sent_at.saturating_add(latency);
+        let mut latency = trip.latency;
+        let at = trip.arrives_at();
         state.advance(spec, at);
         if let Some(outage) = window_at(&spec.outages, at, |o| o.window).filter(|o| o.affects.requests) {
             state.stats.outage_errors += 1;
@@ -316,25 +397,52 @@ impl BrokerModel {
             state.stats.rate_limited += 1;
             return ModelResponse { latency, result: Err(wire::rate_limited(wait)) };
         }
+        let endpoint = spec.endpoint_of(req.kind);
+        let own_limit = endpoint.filter(|&e| spec.endpoints[e].limit.is_some());
+        let endpoint_limiter = match own_limit {
+            Some(e) => Some(&mut state.endpoint_limiters[e]),
+            None if !req.idempotent => Some(&mut state.order_limiter),
+            None => None,
+        };
+        if let Some(Err(wait)) = endpoint_limiter.map(|l| l.admit(at)) {
+            state.stats.rate_limited += 1;
+            return ModelResponse { latency, result: Err(wire::rate_limited(wait)) };
+        }
         let verdict = match state.find(token, false) {
-            Some(index) => state.tokens[index].verdict(at),
+            Some(index) => {
+                let record = &state.tokens[index];
+                match (record.verdict(at), endpoint) {
+                    (TokenVerdict::Accepted, Some(e)) => {
+                        let expiries = &spec.endpoints[e].early_expiries;
+                        let next = expiries.get(expiries.partition_point(|t| *t <= record.born_at));
+                        if next.is_some_and(|t| *t <= at && *t < record.dies_at) {
+                            TokenVerdict::Revoked(Revocation::EndpointExpiry)
+                        } else {
+                            TokenVerdict::Accepted
+                        }
+                    }
+                    (verdict, _) => verdict,
+                }
+            }
             None => TokenVerdict::Unknown,
         };
+        let form = endpoint.and_then(|e| spec.endpoints[e].rejection_form).unwrap_or(spec.rejection_form);
         match verdict {
             TokenVerdict::Accepted => {}
             rejected => {
                 state.stats.rejections += 1;
+                state.refusals.record(Refusal { sent_at: trip.sent_at, arrived_at: at, kind: req.kind, verdict });
                 let error = match rejected {
                     TokenVerdict::Expired => {
                         state.stats.dead_token_uses += 1;
-                        wire::token_expired(spec.kind)
+                        wire::token_expired(spec.kind, form)
                     }
                     TokenVerdict::Revoked(Revocation::CompetingLogin) => wire::competing(spec.kind),
                     TokenVerdict::Unknown => {
                         state.stats.unknown_tokens += 1;
-                        wire::token_expired(spec.kind)
+                        wire::token_expired(spec.kind, form)
                     }
-                    _ => wire::token_rejected(spec.kind, state.rng.next_u64()),
+                    _ => wire::token_rejected(spec.kind, form, state.rng.next_u64()),
                 };
                 return ModelResponse { latency, result: Err(error) };
             }
@@ -358,91 +466,201 @@ impl BrokerModel {
         ModelResponse { latency, result: Ok(()) }
     }
 
+    /// A workload request sent at `sent_at` with `token`, without waiting: samples the round trip, judges
+    /// the token at once as of its arrival and returns the answer with its latency. For tests and
+    /// benchmarks that call in arrival order; the runner uses [`BrokerModel::call`].
+    pub fn request(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> ModelResponse {
+        let trip = self.send_request(sent_at);
+        self.judge_request(trip, token, req)
+    }
+
+    /// A workload request as the runner makes it, sent now (`sent_at` is the caller's wall clock): sleeps
+    /// (tokio's clock) until it arrives, is judged then, and returns when the answer is back.
+    pub async fn call(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> Result<(), BrokerError> {
+        let trip = self.send_request(sent_at);
+        tokio::time::sleep(trip.uplink()).await;
+        let answer = self.judge_request(trip, token, req);
+        tokio::time::sleep(answer.latency.saturating_sub(trip.uplink())).await;
+        answer.result
+    }
+
+    /// A person logs in through the broker's web page at `at` and gets a login code (Kite's request token):
+    /// single-use, good for the spec's `login_code_lifetime`. Hand it to warden as a second factor.
+    pub fn issue_login_code(&self, at: UnixMs) -> String {
+        let mut state = self.lock();
+        let text = format!("{}-code{}-{}", self.inner.label, state.stats.login_codes_issued, at.as_millis());
+        state.stats.login_codes_issued += 1;
+        if state.codes.len() >= LOGIN_CODES_KEPT {
+            state.codes.remove(0);
+        }
+        state.codes.push(LoginCode { text: text.clone(), issued_at: at, used: false });
+        text
+    }
+
+    /// Samples the round trip of a call of `kind` sent at `sent_at` from the spec's latencies (for a
+    /// server that serves the model in real time: sleep the uplink, judge, sleep the rest).
+    pub fn sample_trip(&self, kind: CallKind, sent_at: UnixMs) -> Trip {
+        match kind {
+            CallKind::Login => self.trip(sent_at, |s| &s.login_latency),
+            CallKind::Refresh => self.trip(sent_at, |s| &s.refresh_latency),
+            CallKind::Keepalive => self.trip(sent_at, |s| &s.keepalive_latency),
+            CallKind::Request => self.send_request(sent_at),
+        }
+    }
+
+    /// Judges a login when it arrives ([`Trip::arrives_at`]), without waiting: the round trip (or an
+    /// outage's hang) to wait in all, and the answer. What the `Broker` trait's login does between its
+    /// sleeps; a mock server calls it for the login step of a broker's wire protocol.
+    pub fn judge_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
+        self.decide_login(trip, attempt)
+    }
+
+    /// Judges a refresh-token grant when it arrives, without waiting (see [`BrokerModel::judge_login`]).
+    pub fn judge_refresh(&self, trip: Trip, refresh_token: &str) -> (Duration, Result<Grant, BrokerError>) {
+        if self.inner.spec.refresh_lifetime.is_none() {
+            self.lock().stats.refresh_failures += 1;
+            return (trip.latency, Err(wire::invalid_grant()));
+        }
+        let grant = Grant::new("", trip.sent_at).with_refresh(refresh_token.to_owned(), None);
+        self.decide_refresh(trip, &grant)
+    }
+
+    /// Judges a keep-alive with `token` when it arrives, without waiting. A broker without a keep-alive
+    /// answers `Alive` and counts nothing.
+    pub fn judge_keepalive(&self, trip: Trip, token: &str) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        if !self.inner.spec.keepalive {
+            return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
+        }
+        self.decide_keepalive(trip, &Grant::new(token.to_owned(), trip.sent_at))
+    }
+
+    /// Judges a logout of the session of `token` (and `refresh_token`, if given) when it arrives.
+    pub fn judge_logout(&self, trip: Trip, token: &str, refresh_token: Option<&str>) {
+        let mut grant = Grant::new(token.to_owned(), trip.sent_at);
+        if let Some(refresh) = refresh_token {
+            grant = grant.with_refresh(refresh.to_owned(), None);
+        }
+        self.decide_logout(trip, &grant);
+    }
+
+    /// An intraday invalidation at `at`, on demand (a mock server's test route): every token still
+    /// alive dies then as an [`Revocation::EarlyExpiry`], as a scheduled `early_expiries` entry would
+    /// end it. Returns how many tokens it ended.
+    pub fn invalidate(&self, at: UnixMs) -> usize {
+        let spec = &self.inner.spec;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.advance(spec, at);
+        let mut ended = 0;
+        for &i in &state.live {
+            let token = &mut state.tokens[i];
+            if token.verdict(at) == TokenVerdict::Accepted {
+                token.kill(at, Revocation::EarlyExpiry);
+                ended += 1;
+            }
+        }
+        state.stats.early_expiries += 1;
+        state.prune(at);
+        ended
+    }
+
+    /// The requests refused for their token so far (at most [`REFUSALS_KEPT`] are kept), and how many
+    /// more were not kept.
+    pub fn refusals(&self) -> (Vec<Refusal>, u64) {
+        let state = self.lock();
+        (state.refusals.kept.clone(), state.refusals.dropped)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while the lock was held leaves counters, not invariants, half-updated: keep going.
         self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Decides a login arriving at `now`; returns the latency to sleep and the answer.
-    fn decide_login(
-        &self,
-        now: UnixMs,
-        take_over: bool,
-        has_second_factor: bool,
-    ) -> (Duration, Result<Grant, BrokerError>) {
+    /// Samples the round trip of a call sent at `sent_at` from one of the spec's latencies.
+    fn trip(&self, sent_at: UnixMs, latency: fn(&BrokerSpec) -> &Latency) -> Trip {
+        let sample = latency(&self.inner.spec).sample(&mut self.lock().rng);
+        Trip::new(sent_at, sample)
+    }
+
+    /// Decides a login when it arrives; returns the round trip (or hang) to wait in all and the answer.
+    fn decide_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
+        let (now, at) = (trip.sent_at, trip.arrives_at());
         state.stats.login_attempts += 1;
-        state.advance(spec, now);
-        let latency = spec.login_latency.sample(&mut state.rng);
-        let refused = state.refuse_login(spec, now, latency, take_over, has_second_factor);
+        state.advance(spec, at);
+        let refused = state.refuse_login(spec, at, trip.latency, attempt);
         if let Some((latency, error)) = refused {
             state.stats.login_failures += 1;
             return (latency, Err(error));
         }
+        if state.current.is_some_and(|i| state.tokens[i].verdict(at) == TokenVerdict::Accepted) {
+            state.stats.logins_while_live += 1;
+        }
         state.wrong_streak = 0;
         state.held_by_other = false;
-        let born = now.saturating_add(latency);
+        if spec.login_after_expiry == LoginAfterExpiry::Person && state.person_ok_until.is_none_or(|until| at >= until)
+        {
+            // A person logged in (or this is the run's first login): good until the next daily expiry.
+            state.person_ok_until = Some(spec.next_daily_expiry_after(at));
+        }
         if spec.login_revokes_previous {
             for &i in &state.live {
-                state.tokens[i].kill(born, Revocation::Superseded);
+                state.tokens[i].kill(at, Revocation::Superseded);
             }
         }
-        state.prune(now);
-        let grant = state.issue_pair(spec, &self.inner.label, now, born, true);
+        state.prune(at);
+        let grant = state.issue_pair(spec, &self.inner.label, now, at, true);
         state.stats.logins += 1;
-        (latency, Ok(grant))
+        (trip.latency, Ok(grant))
     }
 
-    /// Decides a refresh arriving at `now`.
-    fn decide_refresh(&self, now: UnixMs, grant: &Grant) -> (Duration, Result<Grant, BrokerError>) {
+    /// Decides a refresh when it arrives.
+    fn decide_refresh(&self, trip: Trip, grant: &Grant) -> (Duration, Result<Grant, BrokerError>) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
-        state.advance(spec, now);
-        let latency = spec.refresh_latency.sample(&mut state.rng);
-        let answer = state.refresh(spec, &self.inner.label, now, latency, grant);
+        state.advance(spec, trip.arrives_at());
+        let answer = state.refresh(spec, &self.inner.label, trip, grant);
         match &answer {
             Ok(_) => state.stats.refreshes += 1,
             Err(_) => state.stats.refresh_failures += 1,
         }
-        answer.map_or_else(|(latency, e)| (latency, Err(e)), |g| (latency, Ok(g)))
+        answer.map_or_else(|(latency, e)| (latency, Err(e)), |g| (trip.latency, Ok(g)))
     }
 
-    /// Decides a keep-alive arriving at `now`.
-    fn decide_keepalive(&self, now: UnixMs, grant: &Grant) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+    /// Decides a keep-alive when it arrives.
+    fn decide_keepalive(&self, trip: Trip, grant: &Grant) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
         state.stats.keepalives += 1;
-        state.advance(spec, now);
-        let latency = spec.keepalive_latency.sample(&mut state.rng);
-        let answer = state.keepalive(spec, now, latency, grant);
+        state.advance(spec, trip.arrives_at());
+        let answer = state.keepalive(spec, trip, grant);
         if !matches!(answer, (_, Ok(KeepaliveStatus::Alive))) {
             state.stats.keepalive_failures += 1;
         }
         answer
     }
 
-    /// Decides a logout arriving at `now`.
-    fn decide_logout(&self, now: UnixMs, grant: &Grant) -> Duration {
+    /// Decides a logout when it arrives.
+    fn decide_logout(&self, trip: Trip, grant: &Grant) {
         let spec = &self.inner.spec;
         let mut guard = self.lock();
         let state = &mut *guard;
+        let at = trip.arrives_at();
         state.stats.logouts += 1;
-        state.advance(spec, now);
-        let latency = spec.keepalive_latency.sample(&mut state.rng);
+        state.advance(spec, at);
         let texts = [Some(grant.access_token.expose()), grant.refresh_token.as_ref().map(|t| t.expose())];
         for (refresh, text) in [false, true].into_iter().zip(texts) {
             if let Some(index) = text.and_then(|t| state.find(t, refresh)) {
-                state.tokens[index].kill(now, Revocation::LoggedOut);
+                state.tokens[index].kill(at, Revocation::LoggedOut);
                 if state.current == Some(index) {
                     state.current = None;
                 }
             }
         }
-        latency
     }
 }
 
@@ -496,9 +714,9 @@ impl State {
         spec: &BrokerSpec,
         now: UnixMs,
         latency: Duration,
-        take_over: bool,
-        has_second_factor: bool,
+        attempt: LoginAttempt<'_>,
     ) -> Option<(Duration, BrokerError)> {
+        let LoginAttempt { take_over, second_factor, wrong_credentials, code_required } = attempt;
         if let Some(outage) = window_at(&spec.outages, now, |o| o.window).filter(|o| o.affects.login) {
             self.stats.outage_errors += 1;
             return Some(match outage.mode {
@@ -513,7 +731,7 @@ impl State {
         if now < self.locked_until {
             return Some((latency, wire::account_locked()));
         }
-        if window_at(&spec.wrong_credentials, now, |w| *w).is_some() {
+        if wrong_credentials || window_at(&spec.wrong_credentials, now, |w| *w).is_some() {
             self.wrong_streak += 1;
             if let Some(lockout) = spec.lockout
                 && self.wrong_streak >= lockout.after
@@ -524,8 +742,21 @@ impl State {
             }
             return Some((latency, wire::invalid_credentials(spec.kind)));
         }
-        if !has_second_factor && window_at(&spec.second_factor, now, |w| *w).is_some() {
+        if second_factor.is_none() && window_at(&spec.second_factor, now, |w| *w).is_some() {
             return Some((latency, wire::second_factor()));
+        }
+        let after_daily_expiry = spec.login_after_expiry == LoginAfterExpiry::Person
+            && self.person_ok_until.is_some_and(|until| now >= until);
+        if code_required || after_daily_expiry {
+            // The daily expiry passed (or the wire protocol needs a code for every login): only a
+            // person's fresh, unused code logs in.
+            let Some(code) = second_factor else { return Some((latency, wire::login_needs_person())) };
+            let fresh =
+                |c: &LoginCode| c.text == code && !c.used && now < c.issued_at.saturating_add(spec.login_code_lifetime);
+            match self.codes.iter_mut().find(|c| fresh(c)) {
+                Some(c) => c.used = true,
+                None => return Some((latency, wire::login_code_invalid())),
+            }
         }
         if self.held_by_other && !take_over {
             return Some((latency, wire::login_competing()));
@@ -542,10 +773,10 @@ impl State {
         &mut self,
         spec: &BrokerSpec,
         label: &str,
-        now: UnixMs,
-        latency: Duration,
+        trip: Trip,
         grant: &Grant,
     ) -> Result<Grant, (Duration, BrokerError)> {
+        let (now, latency) = (trip.arrives_at(), trip.latency);
         if spec.refresh_lifetime.is_none() {
             return Err((Duration::ZERO, BrokerError::not_sent("this broker has no refresh grant")));
         }
@@ -567,17 +798,16 @@ impl State {
         };
         self.tokens[index].kill(now, Revocation::Rotated);
         self.prune(now);
-        let born = now.saturating_add(latency);
-        Ok(self.issue_pair(spec, label, now, born, false))
+        Ok(self.issue_pair(spec, label, trip.sent_at, now, false))
     }
 
     fn keepalive(
         &mut self,
         spec: &BrokerSpec,
-        now: UnixMs,
-        latency: Duration,
+        trip: Trip,
         grant: &Grant,
     ) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        let (now, latency) = (trip.arrives_at(), trip.latency);
         if !spec.keepalive {
             return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
         }
@@ -593,7 +823,7 @@ impl State {
             return (latency, Err(wire::unavailable()));
         }
         let Some(index) = self.find(grant.access_token.expose(), false) else {
-            return (latency, Err(wire::token_expired(spec.kind)));
+            return (latency, Err(wire::token_expired(spec.kind, spec.rejection_form)));
         };
         let status = match self.tokens[index].verdict(now) {
             TokenVerdict::Accepted => {
@@ -667,34 +897,50 @@ impl Broker for BrokerModel {
 
     fn login<'a>(&'a self, now: UnixMs, request: LoginRequest<'a>) -> BoxFuture<'a, Result<Grant, BrokerError>> {
         let take_over = request.take_over;
-        let has_second_factor = request.second_factor.is_some();
+        let second_factor = request.second_factor.map(|s| s.expose().to_owned());
         Box::pin(async move {
-            let (latency, answer) = self.decide_login(now, take_over, has_second_factor);
-            tokio::time::sleep(latency).await;
+            let trip = self.trip(now, |s| &s.login_latency);
+            tokio::time::sleep(trip.uplink()).await;
+            let attempt =
+                LoginAttempt { take_over, second_factor: second_factor.as_deref(), ..LoginAttempt::default() };
+            let (wait, answer) = self.decide_login(trip, attempt);
+            tokio::time::sleep(wait.saturating_sub(trip.uplink())).await;
             answer
         })
     }
 
     fn refresh<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<Grant, BrokerError>> {
         Box::pin(async move {
-            let (latency, answer) = self.decide_refresh(now, grant);
-            tokio::time::sleep(latency).await;
+            if self.inner.spec.refresh_lifetime.is_none() {
+                return Err(BrokerError::not_sent("this broker has no refresh grant"));
+            }
+            let trip = self.trip(now, |s| &s.refresh_latency);
+            tokio::time::sleep(trip.uplink()).await;
+            let (wait, answer) = self.decide_refresh(trip, grant);
+            tokio::time::sleep(wait.saturating_sub(trip.uplink())).await;
             answer
         })
     }
 
     fn keepalive<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<KeepaliveStatus, BrokerError>> {
         Box::pin(async move {
-            let (latency, answer) = self.decide_keepalive(now, grant);
-            tokio::time::sleep(latency).await;
+            if !self.inner.spec.keepalive {
+                return Ok(KeepaliveStatus::Alive);
+            }
+            let trip = self.trip(now, |s| &s.keepalive_latency);
+            tokio::time::sleep(trip.uplink()).await;
+            let (wait, answer) = self.decide_keepalive(trip, grant);
+            tokio::time::sleep(wait.saturating_sub(trip.uplink())).await;
             answer
         })
     }
 
     fn logout<'a>(&'a self, now: UnixMs, grant: &'a Grant) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let latency = self.decide_logout(now, grant);
-            tokio::time::sleep(latency).await;
+            let trip = self.trip(now, |s| &s.keepalive_latency);
+            tokio::time::sleep(trip.uplink()).await;
+            self.decide_logout(trip, grant);
+            tokio::time::sleep(trip.downlink()).await;
             Ok(())
         })
     }

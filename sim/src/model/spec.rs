@@ -1,7 +1,7 @@
 //! What a broker model does: [`BrokerSpec`], one value per broker with every rule as a setting.
 //!
-//! [`BrokerSpec::preset`] gives each model's defaults, taken from `../shared/BROKERS.md` and the seed
-//! documents (figures marked [U] there are unconfirmed and are settings like everything else); a scenario's
+//! [`BrokerSpec::preset`] gives each model's defaults, taken from the brokers' public
+//! documentation, SDKs and issue trackers (figures that could not be confirmed are settings like everything else); a scenario's
 //! `[broker]` table overrides any of them. Time-based events are kept as instants ([`BrokerEvent`],
 //! [`Window`]) or as local-time rules (the daily and weekly resets), never as clock reads: the model applies
 //! them when a call arrives with a `now` past them.
@@ -13,7 +13,9 @@ use warden_engine::UnixMs;
 use warden_engine::policy::{BrokerHints, DailyCutoff, LocalTime, Zone};
 use warden_engine::rng::SplitMix64;
 
-/// The broker models: one per seed document, plus Zerodha Kite.
+use super::KindId;
+
+/// The broker models: one per seed document, plus Zerodha Kite and Angel One.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ModelKind {
@@ -29,17 +31,20 @@ pub enum ModelKind {
     OAuth2,
     /// Zerodha Kite: the token dies at 06:00 the next day; expired gives 403 `TokenException`.
     Zerodha,
+    /// Angel One SmartAPI: a JWT that dies at midnight IST; login 1/s and 1,000/h; orders 20/s.
+    AngelOne,
 }
 
 impl ModelKind {
     /// Every model, in the order the docs list them.
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::KotakNeo,
         ModelKind::Saxo,
         ModelKind::Ibkr,
         ModelKind::OpenAlgo,
         ModelKind::OAuth2,
         ModelKind::Zerodha,
+        ModelKind::AngelOne,
     ];
 
     /// The model's name as written in scenario files.
@@ -51,6 +56,7 @@ impl ModelKind {
             ModelKind::OpenAlgo => "openalgo",
             ModelKind::OAuth2 => "oauth2",
             ModelKind::Zerodha => "zerodha",
+            ModelKind::AngelOne => "angel-one",
         }
     }
 
@@ -62,7 +68,7 @@ impl ModelKind {
     /// The zone the broker's local times are in unless `[broker] tz` says otherwise.
     pub fn home_zone(self) -> &'static str {
         match self {
-            ModelKind::KotakNeo | ModelKind::OpenAlgo | ModelKind::Zerodha => "Asia/Kolkata",
+            ModelKind::KotakNeo | ModelKind::OpenAlgo | ModelKind::Zerodha | ModelKind::AngelOne => "Asia/Kolkata",
             ModelKind::Saxo => "Europe/Copenhagen",
             ModelKind::Ibkr => "America/New_York",
             ModelKind::OAuth2 => "UTC",
@@ -235,6 +241,67 @@ pub struct WeeklyReset {
     pub tz: Zone,
 }
 
+/// How a broker refuses a dead or revoked token. Kotak Neo answers in several forms depending on the
+/// endpoint and the gateway; the others have one form each ([`RejectionForm::Native`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionForm {
+    /// The model's own form; for Kotak any of its four, at random per refusal.
+    Native,
+    /// Kotak's WSO2 gateway: HTTP 401 `{"code":"900901","message":"Invalid Credentials"}`.
+    Kotak900901,
+    /// Kotak: HTTP 401 "invalid jwt token".
+    KotakInvalidJwt,
+    /// Kotak: `stCode 100022` "invalid session token" (HTTP 403), from some endpoints.
+    Kotak100022,
+    /// Kotak: HTTP 403 "Invalid session, please re-login to continue".
+    KotakInvalidSession,
+}
+
+impl RejectionForm {
+    /// Every form, with its name in scenario files.
+    pub const NAMED: [(RejectionForm, &'static str); 5] = [
+        (RejectionForm::Native, "native"),
+        (RejectionForm::Kotak900901, "900901"),
+        (RejectionForm::KotakInvalidJwt, "invalid_jwt"),
+        (RejectionForm::Kotak100022, "100022"),
+        (RejectionForm::KotakInvalidSession, "invalid_session"),
+    ];
+
+    /// The form of a name in scenario files.
+    pub fn from_name(name: &str) -> Option<RejectionForm> {
+        RejectionForm::NAMED.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
+}
+
+/// Whether a login after the broker's daily expiry can be made by a program, or needs a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LoginAfterExpiry {
+    /// Logins always work with the stored credentials (TOTP and the like automated).
+    Automatic,
+    /// After each daily expiry (the token's daily time or the daily reset) a login needs a code a person
+    /// obtains (Kite's browser login and its request token; OpenAlgo's forced re-login in its web UI):
+    /// until an operator hands one in, logins fail as needing a person. The run's first login counts as
+    /// done by a person before the start.
+    Person,
+}
+
+/// An endpoint of the broker's API (a group of request kinds) with rules of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// The request kinds it serves (entries of the workload's mix).
+    pub kinds: Vec<KindId>,
+    /// Its own rate limit, beside the account's; `None`: the order limit if the kind is not idempotent,
+    /// else none.
+    pub limit: Option<RateLimit>,
+    /// How it refuses a dead token; `None`: the broker's form.
+    pub rejection_form: Option<RejectionForm>,
+    /// Instants at which the session dies on this endpoint only (sorted): a token issued before one is
+    /// refused here from then on, while other endpoints still accept it.
+    pub early_expiries: Vec<UnixMs>,
+}
+
 /// A scheduled broker event that ends the current session (every token issued before it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
@@ -313,10 +380,21 @@ pub struct BrokerSpec {
     pub lockout: Option<Lockout>,
     /// Scheduled session-ending events, sorted by time.
     pub events: Vec<BrokerEvent>,
+    /// The order limit: applied to non-idempotent requests (the orders endpoint) beside the request
+    /// limit, unless an [`Endpoint`] of theirs has its own.
+    pub order_limit: RateLimit,
+    /// Endpoints with rules of their own.
+    pub endpoints: Vec<Endpoint>,
+    /// How the broker refuses a dead or revoked token.
+    pub rejection_form: RejectionForm,
+    /// Whether a login after the daily expiry needs a person.
+    pub login_after_expiry: LoginAfterExpiry,
+    /// How long a login code an operator hands in stays good (it is also single-use).
+    pub login_code_lifetime: Duration,
 }
 
 impl BrokerSpec {
-    /// The model's defaults (BROKERS.md), with no scheduled events, outages or error rates.
+    /// The model's defaults (from the brokers' documentation), with no scheduled events, outages or error rates.
     pub fn preset(kind: ModelKind) -> BrokerSpec {
         let zone = |name: &str| Zone::new(name).unwrap_or_else(|_| utc());
         let hm = |h: i8, m: i8| LocalTime::hm(h, m).unwrap_or(LocalTime(jiff::civil::Time::midnight()));
@@ -344,6 +422,11 @@ impl BrokerSpec {
             second_factor: Vec::new(),
             lockout: None,
             events: Vec::new(),
+            order_limit: RateLimit::default(),
+            endpoints: Vec::new(),
+            rejection_form: RejectionForm::Native,
+            login_after_expiry: LoginAfterExpiry::Automatic,
+            login_code_lifetime: Duration::from_secs(5 * 60),
         };
         match kind {
             // 3,600 s by default; two login steps (TOTP, MPIN); about 10 requests/s [U].
@@ -353,7 +436,8 @@ impl BrokerSpec {
                 request_limit: RateLimit { windows: vec![per_second(10)], penalty: None },
                 ..base
             },
-            // Access 20 min, refresh 60 min [U], 120 requests/min per session and service group.
+            // Access 20 min, refresh 60 min [U], 120 requests/min per session and service group, 1 order/s
+            // per session.
             ModelKind::Saxo => BrokerSpec {
                 token_expiry: TokenExpiry::After(Duration::from_secs(20 * 60)),
                 refresh_lifetime: Some(Duration::from_secs(60 * 60)),
@@ -361,6 +445,7 @@ impl BrokerSpec {
                     windows: vec![Limit { max: 120, per: Duration::from_secs(60) }],
                     penalty: None,
                 },
+                order_limit: RateLimit { windows: vec![per_second(1)], penalty: None },
                 ..base
             },
             // Live session token ~24 h [U]; idle ~445 s without a tickle [U]; one session per user;
@@ -382,7 +467,7 @@ impl BrokerSpec {
                 ..base
             },
             // The platform's session lives until its daily cut-off (03:00 IST), which revokes earlier
-            // tokens; login 5/min and 25/h; API 50/s.
+            // tokens and forces a re-login in its web UI; login 5/min and 25/h; API 50/s; orders 10/s.
             ModelKind::OpenAlgo => BrokerSpec {
                 token_expiry: TokenExpiry::After(Duration::from_secs(24 * 3600)),
                 daily_reset: reset(3, "Asia/Kolkata"),
@@ -394,15 +479,33 @@ impl BrokerSpec {
                     penalty: None,
                 },
                 request_limit: RateLimit { windows: vec![per_second(50)], penalty: None },
+                order_limit: RateLimit { windows: vec![per_second(10)], penalty: None },
+                login_after_expiry: LoginAfterExpiry::Person,
                 ..base
             },
             // Client credentials: `expires_in` typically 3,600 s, no refresh token, a token per host.
             ModelKind::OAuth2 => BrokerSpec { login_latency: Latency::uniform_ms(100, 500), ..base },
-            // The access token expires at 06:00 the next day; 10 requests/s.
+            // The access token expires at 06:00 the next day; 10 requests/s; orders 10/s and 200/min; a
+            // login is a browser redirect with a single-use request token that lives minutes [U: 5 min].
             ModelKind::Zerodha => BrokerSpec {
                 token_expiry: TokenExpiry::DailyAt(hm(6, 0)),
                 login_latency: Latency::uniform_ms(500, 2_000),
                 request_limit: RateLimit { windows: vec![per_second(10)], penalty: None },
+                order_limit: RateLimit {
+                    windows: vec![per_second(10), Limit { max: 200, per: Duration::from_secs(60) }],
+                    penalty: None,
+                },
+                login_after_expiry: LoginAfterExpiry::Person,
+                ..base
+            },
+            // The JWT expires daily (at midnight IST); login 1/s and 1,000/h; orders 20/s.
+            ModelKind::AngelOne => BrokerSpec {
+                token_expiry: TokenExpiry::DailyAt(hm(0, 0)),
+                login_limit: RateLimit {
+                    windows: vec![per_second(1), Limit { max: 1_000, per: Duration::from_secs(3600) }],
+                    penalty: None,
+                },
+                order_limit: RateLimit { windows: vec![per_second(20)], penalty: None },
                 ..base
             },
         }
@@ -447,6 +550,26 @@ impl BrokerSpec {
     /// What the model supports besides login.
     pub fn capabilities(&self) -> warden_engine::Capabilities {
         warden_engine::Capabilities { refresh: self.refresh_lifetime.is_some(), keepalive: self.keepalive }
+    }
+
+    /// The first daily expiry strictly after `t` — the token's daily expiry time or the daily reset,
+    /// whichever comes first — after which a [`LoginAfterExpiry::Person`] broker needs a person;
+    /// [`UnixMs::MAX`] if the broker has none.
+    pub fn next_daily_expiry_after(&self, t: UnixMs) -> UnixMs {
+        let token = match self.token_expiry {
+            TokenExpiry::DailyAt(at) => warden_engine::calendar::next_local_time_after(t, at, &self.tz),
+            TokenExpiry::After(_) => UnixMs::MAX,
+        };
+        let reset = self
+            .daily_reset
+            .as_ref()
+            .map_or(UnixMs::MAX, |r| warden_engine::calendar::next_local_time_after(t, r.at, &r.tz));
+        token.min(reset)
+    }
+
+    /// The endpoint serving a request kind, if one is configured.
+    pub fn endpoint_of(&self, kind: KindId) -> Option<usize> {
+        self.endpoints.iter().position(|e| e.kinds.contains(&kind))
     }
 
     /// The first reset (daily or weekly) strictly after `t`; [`UnixMs::MAX`] if none.

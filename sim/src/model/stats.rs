@@ -14,6 +14,9 @@ pub struct ModelStats {
     pub logins: u64,
     /// Failed logins (any reason).
     pub login_failures: u64,
+    /// Successful logins made while the session of the one before was still accepted: a second session
+    /// that competed with a live one (what a client that forgets its grant does).
+    pub logins_while_live: u64,
     /// Successful refresh-token grants.
     pub refreshes: u64,
     /// Failed refresh-token grants (any reason).
@@ -58,6 +61,8 @@ pub struct ModelStats {
     pub competing_logins: u64,
     /// Sessions that died for lack of activity.
     pub idle_timeouts: u64,
+    /// Login codes people obtained for operators to hand in.
+    pub login_codes_issued: u64,
 }
 
 impl AddAssign for ModelStats {
@@ -66,6 +71,7 @@ impl AddAssign for ModelStats {
             login_attempts,
             logins,
             login_failures,
+            logins_while_live,
             refreshes,
             refresh_failures,
             refresh_rejections,
@@ -88,10 +94,12 @@ impl AddAssign for ModelStats {
             silent_deauths,
             competing_logins,
             idle_timeouts,
+            login_codes_issued,
         } = o;
         self.login_attempts += login_attempts;
         self.logins += logins;
         self.login_failures += login_failures;
+        self.logins_while_live += logins_while_live;
         self.refreshes += refreshes;
         self.refresh_failures += refresh_failures;
         self.refresh_rejections += refresh_rejections;
@@ -114,5 +122,6 @@ impl AddAssign for ModelStats {
         self.silent_deauths += silent_deauths;
         self.competing_logins += competing_logins;
         self.idle_timeouts += idle_timeouts;
+        self.login_codes_issued += login_codes_issued;
     }
 }

@@ -1,7 +1,7 @@
 //! The models' wire errors: what each broker answers when it refuses a call, and how those answers are
 //! classified.
 //!
-//! The errors are the ones BROKERS.md lists (Kotak's `900901` "Invalid Credentials", "invalid jwt
+//! The errors are the ones the brokers document (Kotak's `900901` "Invalid Credentials", "invalid jwt
 //! token", `stCode 100022`, 403 "Invalid session"; IBKR's 401 `{"error":"no session"}`; Saxo's bare 401;
 //! Kite's 403 `TokenException`; 429 with a retry-after), and [`classify`] maps them onto
 //! [`ErrorClass`] exactly as a real adapter for that broker would.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use warden_engine::{BrokerError, ErrorClass};
 
-use super::spec::ModelKind;
+use super::spec::{ModelKind, RejectionForm};
 
 /// Code of a login refused for wrong credentials.
 pub const CODE_INVALID_CREDENTIALS: &str = "invalid_credentials";
@@ -34,17 +34,38 @@ pub const CODE_IBKR_NO_SESSION: &str = "no_session";
 pub const CODE_INVALID_TOKEN: &str = "invalid_token";
 /// OpenAlgo's expired session.
 pub const CODE_OPENALGO_EXPIRED: &str = "session_expired";
+/// Angel One's invalid or expired token [U: the code is from the SmartAPI SDKs, not its documentation].
+pub const CODE_ANGEL_INVALID_TOKEN: &str = "AG8001";
+/// A login after the daily expiry that a program cannot make: a person must log in (Kite's browser
+/// login, OpenAlgo's web UI) and hand the code to warden.
+pub const CODE_NEEDS_PERSON: &str = "login_needs_person";
+/// A login code that expired or was already used.
+pub const CODE_LOGIN_CODE_INVALID: &str = "login_code_invalid";
+/// A non-idempotent request the broker executed whose answer was lost (a mock server still files the
+/// order in its order book).
+pub const CODE_RESPONSE_LOST: &str = "response_lost";
 
-/// The error a broker answers for a token it does not (or no longer) accept. `form` picks among the
-/// broker's several forms (Kotak has four); any value is fine.
-pub(crate) fn token_rejected(kind: ModelKind, form: u64) -> BrokerError {
-    match kind {
-        ModelKind::KotakNeo => match form % 4 {
+/// The error a broker answers for a token it does not (or no longer) accept, in `form`. For Kotak's
+/// native form `pick` chooses among its four (any value is fine); other brokers have one form.
+pub(crate) fn token_rejected(kind: ModelKind, form: RejectionForm, pick: u64) -> BrokerError {
+    let kotak = match (kind, form) {
+        (ModelKind::KotakNeo, RejectionForm::Native) => Some(pick % 4),
+        (_, RejectionForm::Kotak900901) => Some(0),
+        (_, RejectionForm::KotakInvalidJwt) => Some(1),
+        (_, RejectionForm::Kotak100022) => Some(2),
+        (_, RejectionForm::KotakInvalidSession) => Some(3),
+        _ => None,
+    };
+    if let Some(form) = kotak {
+        return match form {
             0 => BrokerError::http(401, "Invalid Credentials").with_code(CODE_KOTAK_JWT),
             1 => BrokerError::http(401, "invalid jwt token"),
-            2 => BrokerError::http(200, "invalid session token").with_code(CODE_KOTAK_SESSION),
+            2 => BrokerError::http(403, "invalid session token").with_code(CODE_KOTAK_SESSION),
             _ => BrokerError::http(403, "Invalid session, please re-login to continue"),
-        },
+        };
+    }
+    match kind {
+        ModelKind::KotakNeo => BrokerError::http(401, "Invalid Credentials").with_code(CODE_KOTAK_JWT),
         ModelKind::Saxo => BrokerError::http(401, "Unauthorized"),
         ModelKind::Ibkr => BrokerError::http(401, r#"{"error":"no session"}"#).with_code(CODE_IBKR_NO_SESSION),
         ModelKind::OpenAlgo => {
@@ -54,19 +75,21 @@ pub(crate) fn token_rejected(kind: ModelKind, form: u64) -> BrokerError {
         ModelKind::Zerodha => {
             BrokerError::http(403, "Incorrect `api_key` or `access_token`.").with_code(CODE_KITE_TOKEN)
         }
+        ModelKind::AngelOne => BrokerError::http(401, "Invalid Token").with_code(CODE_ANGEL_INVALID_TOKEN),
     }
 }
 
-/// The error for a token past its declared expiry: each broker's plainest expiry form.
-pub(crate) fn token_expired(kind: ModelKind) -> BrokerError {
-    token_rejected(kind, 0)
+/// The error for a token past its declared expiry: each broker's plainest expiry form (or the form the
+/// scenario chose).
+pub(crate) fn token_expired(kind: ModelKind, form: RejectionForm) -> BrokerError {
+    token_rejected(kind, form, 0)
 }
 
 /// A call refused because another login holds the account.
 pub(crate) fn competing(kind: ModelKind) -> BrokerError {
     match kind {
         // IBKR says "competing" only in the tickle answer; a plain request just finds no session.
-        ModelKind::Ibkr => token_rejected(kind, 0),
+        ModelKind::Ibkr => token_rejected(kind, RejectionForm::Native, 0),
         _ => BrokerError::http(409, "another session holds the account").with_code(CODE_COMPETING),
     }
 }
@@ -89,6 +112,18 @@ pub(crate) fn invalid_credentials(kind: ModelKind) -> BrokerError {
 /// A login that needs a second factor.
 pub(crate) fn second_factor() -> BrokerError {
     BrokerError::http(400, "a second factor (TOTP) is required").with_code(CODE_SECOND_FACTOR)
+}
+
+/// A login after the daily expiry without a code from a person.
+pub(crate) fn login_needs_person() -> BrokerError {
+    BrokerError::http(400, "a person must log in through the broker's web page and hand in the code")
+        .with_code(CODE_NEEDS_PERSON)
+}
+
+/// A login with a code that expired or was used before.
+pub(crate) fn login_code_invalid() -> BrokerError {
+    BrokerError::http(400, "the login code expired or was already used; a person must log in again")
+        .with_code(CODE_LOGIN_CODE_INVALID)
 }
 
 /// A login refused because repeated wrong credentials locked the account.
@@ -118,7 +153,7 @@ pub(crate) fn hung() -> BrokerError {
 
 /// A non-idempotent request that was executed but whose answer was lost.
 pub(crate) fn response_lost() -> BrokerError {
-    BrokerError::no_answer("the connection dropped before the answer arrived")
+    BrokerError::no_answer("the connection dropped before the answer arrived").with_code(CODE_RESPONSE_LOST)
 }
 
 /// What a broker error means, as the real broker's adapter would classify it: every expiry form
@@ -135,9 +170,12 @@ pub fn classify(error: &BrokerError) -> ErrorClass {
             | CODE_IBKR_NO_SESSION
             | CODE_INVALID_TOKEN
             | CODE_OPENALGO_EXPIRED
+            | CODE_ANGEL_INVALID_TOKEN
             | CODE_INVALID_CREDENTIALS
             | CODE_INVALID_GRANT => return ErrorClass::AuthExpired,
-            CODE_SECOND_FACTOR | CODE_ACCOUNT_LOCKED => return ErrorClass::NeedsHuman,
+            CODE_SECOND_FACTOR | CODE_ACCOUNT_LOCKED | CODE_NEEDS_PERSON | CODE_LOGIN_CODE_INVALID => {
+                return ErrorClass::NeedsHuman;
+            }
             CODE_COMPETING => return ErrorClass::Competing,
             _ => {}
         }
@@ -159,10 +197,15 @@ mod tests {
     #[test]
     fn every_expiry_form_is_auth_expired() {
         for kind in ModelKind::ALL {
-            for form in 0..4 {
-                assert_eq!(classify(&token_rejected(kind, form)), ErrorClass::AuthExpired, "{kind} form {form}");
+            for (form, name) in RejectionForm::NAMED {
+                for pick in 0..4 {
+                    let error = token_rejected(kind, form, pick);
+                    assert_eq!(classify(&error), ErrorClass::AuthExpired, "{kind} form {name} pick {pick}");
+                }
             }
         }
+        let st = token_rejected(ModelKind::KotakNeo, RejectionForm::Kotak100022, 0);
+        assert_eq!((st.status, st.code.as_deref()), (Some(403), Some("100022")));
         assert_eq!(classify(&invalid_credentials(ModelKind::KotakNeo)), ErrorClass::AuthExpired);
         assert_eq!(classify(&invalid_grant()), ErrorClass::AuthExpired);
     }
@@ -171,6 +214,8 @@ mod tests {
     fn other_classes() {
         assert_eq!(classify(&second_factor()), ErrorClass::NeedsHuman);
         assert_eq!(classify(&account_locked()), ErrorClass::NeedsHuman);
+        assert_eq!(classify(&login_needs_person()), ErrorClass::NeedsHuman);
+        assert_eq!(classify(&login_code_invalid()), ErrorClass::NeedsHuman);
         assert_eq!(classify(&competing(ModelKind::Saxo)), ErrorClass::Competing);
         assert_eq!(classify(&login_competing()), ErrorClass::Competing);
         let wait = Duration::from_secs(600);

@@ -20,7 +20,7 @@
 //! ```
 
 mod error;
-mod locate;
+mod feasibility;
 mod raw;
 mod resolve;
 mod values;
@@ -37,11 +37,28 @@ use crate::model::{BrokerModel, BrokerSpec, KindId, Window};
 use crate::report::Expectations;
 
 pub use error::ScenarioError;
-pub use locate::{KeyPath, Segment};
+pub use feasibility::ScenarioWarning;
 pub use values::{Instant, TimeSpec, parse_duration_with_days, parse_instant, parse_time_spec};
+pub use warden_adapters::config::locate::{KeyPath, Segment};
 
 /// The longest run a scenario may describe.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The longest run of a scenario with `transport = "http"` (it runs in real time).
+pub const MAX_HTTP_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// How a scenario's calls reach the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The broker models in process, in virtual time (tokio's paused clock): deterministic.
+    #[default]
+    Virtual,
+    /// warden's real adapters against the mock brokers (`crate::mock`) over loopback HTTP, in real time
+    /// from the scenario's `start`: the same models behind each broker's wire format. Not byte for byte
+    /// deterministic (real time, real sockets); its `[expect]` bounds must hold.
+    Http,
+}
 
 /// One scenario, resolved: every time an instant, every duration a [`Duration`], the policy built.
 #[derive(Clone, Debug)]
@@ -53,6 +70,8 @@ pub struct Scenario {
     pub description: String,
     /// Where it came from (the path, or the origin given to [`Scenario::parse`]).
     pub origin: String,
+    /// How its calls reach the broker (`transport`).
+    pub transport: Transport,
     /// The seed of every random choice in the run.
     pub seed: u64,
     /// When the run starts (`start`).
@@ -73,8 +92,13 @@ pub struct Scenario {
     pub workload: Workload,
     /// Faults injected into warden itself.
     pub faults: Faults,
+    /// What an operator does during the run.
+    pub operator: Operator,
     /// The `[expect]` bounds.
     pub expect: Expectations,
+    /// What will not go well (an offered load above a broker limit, a token that cannot cover a 25-hour
+    /// day): printed when the scenario loads.
+    pub warnings: Vec<ScenarioWarning>,
 }
 
 /// The `[workload]` table, resolved.
@@ -98,6 +122,23 @@ pub struct Workload {
     pub sessions: Vec<String>,
     /// The periods of the run in which the market is open, sorted, not overlapping.
     pub open_windows: Vec<Window>,
+    /// Requests at exact instants (`[[workload.at]]`), sorted by time.
+    pub scripted: Vec<ScriptedBurst>,
+}
+
+/// `count` requests of one kind sent at one instant (`[[workload.at]]`), whether the market is open or
+/// not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptedBurst {
+    /// When they are sent.
+    pub at: UnixMs,
+    /// Which kind (an entry of the mix).
+    pub kind: KindId,
+    /// How many.
+    pub count: u32,
+    /// To this session (an index into [`Workload::sessions`]); `None`: spread over the sessions as the
+    /// strategies are (request `i` to session `i % sessions`).
+    pub session: Option<usize>,
 }
 
 impl Workload {
@@ -129,9 +170,17 @@ impl Workload {
         self.open_windows.iter().map(|w| w.to.saturating_duration_since(w.from)).sum()
     }
 
-    /// About how many requests the run sends: strategies × rate × open time.
+    /// About how many requests the run sends: strategies × rate × open time, plus the scripted ones.
     pub fn expected_requests(&self) -> f64 {
-        f64::from(self.strategies) * self.rate_per_strategy * self.open_time().as_secs_f64()
+        let scripted: u64 = self.scripted.iter().map(|b| u64::from(b.count)).sum();
+        f64::from(self.strategies) * self.rate_per_strategy * self.open_time().as_secs_f64() + scripted as f64
+    }
+
+    /// The market's zone: the days of per-day counts, local times of `[[workload.at]]`, the HTML report.
+    pub fn zone(&self) -> &jiff::tz::TimeZone {
+        match &self.market_hours {
+            MarketHours::Always { tz } | MarketHours::Daily { tz, .. } => tz,
+        }
     }
 }
 
@@ -210,6 +259,26 @@ pub struct Faults {
     pub restarts: Vec<RestartFault>,
     /// Store writes fail during these periods.
     pub store_write_failures: Vec<Window>,
+}
+
+/// What an operator does during the run (`[operator]`), sorted by time.
+#[derive(Clone, Debug, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Operator {
+    /// A person logs in through the broker's web page and the operator hands the code to the session
+    /// (`SessionHandle::supply_second_factor`).
+    pub login_codes: Vec<OperatorAction>,
+    /// The operator resets the session (`SessionHandle::reset`).
+    pub resets: Vec<OperatorAction>,
+}
+
+/// One operator action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorAction {
+    /// When.
+    pub at: UnixMs,
+    /// On which session (an index into [`Workload::sessions`]); `None`: every session.
+    pub session: Option<usize>,
 }
 
 /// A session actor panics.

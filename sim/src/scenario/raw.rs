@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, Visitor};
 use warden_engine::policy::PolicyFile;
-use warden_engine::policy::{LocalTime, Toggle, Zone};
+use warden_engine::policy::{Toggle, Zone};
 
-use super::values::{DayName, Instant, Probability, SpanDuration, TimeSpec};
+use super::values::{DayName, DayTime, Instant, Probability, SpanDuration, TimeSpec};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,7 @@ pub(crate) struct RawScenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    pub transport: Option<TransportName>,
     pub seed: u64,
     pub start: Instant,
     pub duration: Option<SpanDuration>,
@@ -30,7 +31,9 @@ pub(crate) struct RawScenario {
     #[serde(default)]
     pub faults: RawFaults,
     #[serde(default)]
-    pub expect: BTreeMap<String, RawBound>,
+    pub operator: RawOperator,
+    #[serde(default)]
+    pub expect: BTreeMap<String, ExpectNode>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -39,7 +42,7 @@ pub(crate) struct RawBroker {
     pub model: String,
     pub tz: Option<Zone>,
     pub token_lifetime: Option<SpanDuration>,
-    pub token_expires_at: Option<LocalTime>,
+    pub token_expires_at: Option<DayTime>,
     pub refresh_lifetime: Option<Toggle<SpanDuration>>,
     pub early_expiries: Option<Vec<TimeSpec>>,
     pub early_expiry_rate_per_day: Option<f64>,
@@ -65,12 +68,45 @@ pub(crate) struct RawBroker {
     pub wrong_credentials: Option<Windows>,
     pub second_factor: Option<Windows>,
     pub lockout: Option<Toggle<RawLockout>>,
+    pub order_limits: Option<Vec<RawLimit>>,
+    pub order_penalty: Option<Toggle<SpanDuration>>,
+    pub rejection_form: Option<String>,
+    pub login_after_expiry: Option<LoginAfterExpiryName>,
+    pub login_code_lifetime: Option<SpanDuration>,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+/// `transport = "virtual" | "http"`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportName {
+    Virtual,
+    Http,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LoginAfterExpiryName {
+    Automatic,
+    Person,
+}
+
+/// `[[broker.endpoints]]`: request kinds with rules of their own.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub kinds: Vec<String>,
+    pub limits: Option<Vec<RawLimit>>,
+    pub penalty: Option<Toggle<SpanDuration>>,
+    pub rejection_form: Option<String>,
+    pub early_expiries: Option<Vec<TimeSpec>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawReset {
-    pub at: LocalTime,
+    pub at: DayTime,
     pub tz: Option<Zone>,
 }
 
@@ -78,7 +114,7 @@ pub(crate) struct RawReset {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWeeklyReset {
     pub day: DayName,
-    pub at: LocalTime,
+    pub at: DayTime,
     pub tz: Option<Zone>,
 }
 
@@ -189,6 +225,18 @@ pub(crate) struct RawWorkload {
     pub trading_days: Option<Vec<DayName>>,
     pub sessions: Option<u32>,
     pub hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub at: Vec<RawScripted>,
+}
+
+/// `[[workload.at]]`: requests at an exact instant.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScripted {
+    pub at: TimeSpec,
+    pub kind: String,
+    pub count: Option<u32>,
+    pub session: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,10 +257,53 @@ pub(crate) struct RawMix {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMarketHours {
-    pub open: Option<LocalTime>,
-    pub close: Option<LocalTime>,
+    pub open: Option<DayTime>,
+    pub close: Option<DayTime>,
     pub tz: Option<Zone>,
     pub always: Option<bool>,
+}
+
+/// `[operator]`: what a person does during the run.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOperator {
+    #[serde(default)]
+    pub login_codes: Vec<OperatorEntry>,
+    #[serde(default)]
+    pub resets: Vec<OperatorEntry>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOperatorAction {
+    pub at: TimeSpec,
+    pub session: Option<u32>,
+}
+
+/// `"09:05"` or `{ at, session }`.
+#[derive(Debug)]
+pub(crate) enum OperatorEntry {
+    At(TimeSpec),
+    Table(RawOperatorAction),
+}
+
+impl<'de> Deserialize<'de> for OperatorEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OperatorEntry, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OperatorEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a time ("09:05") or { at, session }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OperatorEntry, E> {
+                super::values::parse_time_spec(v).map(OperatorEntry::At).map_err(E::custom)
+            }
+            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<OperatorEntry, M::Error> {
+                RawOperatorAction::deserialize(MapAccessDeserializer::new(map)).map(OperatorEntry::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -230,12 +321,13 @@ pub(crate) struct RawFaults {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPanicLoop {
     pub from: TimeSpec,
-    pub count: u32,
+    pub to: Option<TimeSpec>,
+    pub count: Option<u32>,
     pub every: Option<SpanDuration>,
     pub session: Option<u32>,
 }
 
-/// `"+3h"` or `{ from, count, every, session }`.
+/// `"+3h"` or `{ from, count | to, every, session }`.
 #[derive(Debug)]
 pub(crate) enum PanicEntry {
     At(TimeSpec),
@@ -248,7 +340,7 @@ impl<'de> Deserialize<'de> for PanicEntry {
         impl<'de> Visitor<'de> for V {
             type Value = PanicEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a time ("+3h") or a panic loop { from, count, every }"#)
+                f.write_str(r#"a time ("+3h") or a panic loop { from, count or to, every }"#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PanicEntry, E> {
                 super::values::parse_time_spec(v).map(PanicEntry::At).map_err(E::custom)
@@ -264,11 +356,14 @@ impl<'de> Deserialize<'de> for PanicEntry {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRestart {
-    pub at: TimeSpec,
+    pub at: Option<TimeSpec>,
+    pub from: Option<TimeSpec>,
+    pub to: Option<TimeSpec>,
+    pub every: Option<SpanDuration>,
     pub downtime: Option<SpanDuration>,
 }
 
-/// `"+3h"` or `{ at, downtime }`.
+/// `"+3h"`, `{ at, downtime }` or `{ from, to, every, downtime }`.
 #[derive(Debug)]
 pub(crate) enum RestartEntry {
     At(TimeSpec),
@@ -281,7 +376,7 @@ impl<'de> Deserialize<'de> for RestartEntry {
         impl<'de> Visitor<'de> for V {
             type Value = RestartEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a time ("+3h") or { at, downtime }"#)
+                f.write_str(r#"a time ("+3h"), { at, downtime } or { from, to, every, downtime }"#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RestartEntry, E> {
                 super::values::parse_time_spec(v).map(RestartEntry::At).map_err(E::custom)
@@ -294,41 +389,60 @@ impl<'de> Deserialize<'de> for RestartEntry {
     }
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRange {
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-}
-
-/// `{ min, max }` or `true`/`false`.
+/// A value under `[expect]`, before it is known whether it is a bound (`{ min, max, per_day }`, a flag)
+/// or a table of bounds under a dotted name (`failed_by.timeout = { max = 0 }` is the table
+/// `failed_by` holding `timeout`). [`super::resolve`] tells them apart, knowing the report's fields.
 #[derive(Debug)]
-pub(crate) enum RawBound {
-    Range(RawRange),
+pub(crate) enum ExpectNode {
     Flag(bool),
+    Number(f64),
+    Table(Vec<(String, ExpectNode)>),
+    /// Anything else (a string, a list, a date), described for the error message.
+    Other(&'static str),
 }
 
-impl<'de> Deserialize<'de> for RawBound {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawBound, D::Error> {
+impl<'de> Deserialize<'de> for ExpectNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ExpectNode, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawBound;
+            type Value = ExpectNode;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a bound { min = …, max = … } or true/false")
+                f.write_str("a bound { min = …, max = … }, { per_day = … } or true/false")
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawBound, E> {
-                Ok(RawBound::Flag(v))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExpectNode, E> {
+                Ok(ExpectNode::Flag(v))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawBound, E> {
-                Err(E::custom(format!("a bare number ({v}) is not a bound: write {{ max = {v} }} or {{ min = {v} }}")))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExpectNode, E> {
+                Ok(ExpectNode::Number(v as f64))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawBound, E> {
-                Err(E::custom(format!("a bare number ({v}) is not a bound: write {{ max = {v} }} or {{ min = {v} }}")))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExpectNode, E> {
+                Ok(ExpectNode::Number(v as f64))
             }
-            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<RawBound, M::Error> {
-                RawRange::deserialize(MapAccessDeserializer::new(map)).map(RawBound::Range)
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExpectNode, E> {
+                Ok(ExpectNode::Number(v))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ExpectNode, E> {
+                Ok(ExpectNode::Other("a string"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ExpectNode, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(ExpectNode::Other("a list"))
+            }
+            fn visit_map<M: de::MapAccess<'de>>(self, mut map: M) -> Result<ExpectNode, M::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == TOML_DATETIME_KEY {
+                        map.next_value::<de::IgnoredAny>()?;
+                        return Ok(ExpectNode::Other("a date"));
+                    }
+                    entries.push((key, map.next_value::<ExpectNode>()?));
+                }
+                Ok(ExpectNode::Table(entries))
             }
         }
         d.deserialize_any(V)
     }
 }
+
+/// The key under which toml hands a TOML datetime to a visitor.
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";

@@ -17,21 +17,23 @@ use warden_engine::rng::SplitMix64;
 use warden_engine::time::format_duration;
 use warden_engine::{PolicyError, UnixMs};
 
-use super::error::{Located, ScenarioError, suggest};
-use super::locate::{Document, KeyPath, line_column};
+use warden_adapters::config::locate::{Document, KeyPath};
+
+use super::error::{Located, ScenarioError, suggest, syntax_error};
 use super::raw::{
-    AffectName, ArrivalName, PanicEntry, RawBound, RawBroker, RawLatency, RawLimit, RawScenario, RawWindow,
-    RawWorkload, RestartEntry, Windows,
+    AffectName, ArrivalName, ExpectNode, LoginAfterExpiryName, OperatorEntry, PanicEntry, RawBroker, RawLatency,
+    RawLimit, RawScenario, RawWindow, RawWorkload, RestartEntry, TransportName, Windows,
 };
-use super::values::TimeSpec;
+use super::values::{DayTime, TimeSpec, format_time_of_day};
 use super::{
-    Arrival, Faults, MAX_DURATION, MarketHours, MixEntry, PanicFault, RestartFault, Scenario, TradingDays, Workload,
+    Arrival, Faults, MAX_DURATION, MAX_HTTP_DURATION, MarketHours, MixEntry, Operator, OperatorAction, PanicFault,
+    RestartFault, Scenario, ScriptedBurst, TradingDays, Transport, Workload,
 };
 use crate::model::{
-    Affects, BrokerEvent, BrokerSpec, ErrorRates, EventKind, Latency, Limit, Lockout, ModelKind, Outage, OutageMode,
-    RateLimit, TokenExpiry, WeeklyReset, Window,
+    Affects, BrokerEvent, BrokerSpec, Endpoint, ErrorRates, EventKind, KindId, Latency, Limit, Lockout,
+    LoginAfterExpiry, ModelKind, Outage, OutageMode, RateLimit, RejectionForm, TokenExpiry, WeeklyReset, Window,
 };
-use crate::report::{self, Bound, Expectation, Expectations};
+use crate::report::{self, Bound, Expectation, Expectations, FieldShape, Report, RunDays};
 
 type Result<T> = std::result::Result<T, ScenarioError>;
 
@@ -47,6 +49,12 @@ const MAX_EVENTS_PER_DAY: f64 = 1_000.0;
 const MAX_PANIC_LOOP: u32 = 10_000;
 /// Most panics over a run (all entries together).
 const MAX_PANICS: usize = 100_000;
+/// Most requests in one `[[workload.at]]` entry.
+const MAX_SCRIPTED_COUNT: u32 = 100_000;
+/// Most scripted requests over a run.
+const MAX_SCRIPTED_REQUESTS: u64 = 10_000_000;
+/// Most process restarts over a run.
+const MAX_RESTARTS: usize = 10_000;
 /// The largest `max` of a rate-limit window.
 const MAX_LIMIT: u32 = 1_000_000;
 
@@ -56,11 +64,6 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Scenario> {
     let loc = Located { origin, doc: &doc };
     let raw: RawScenario = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
     resolve(&loc, raw)
-}
-
-fn syntax_error(origin: &str, text: &str, error: &toml::de::Error) -> ScenarioError {
-    let (line, column) = line_column(text, error.span().map_or(0, |s| s.start));
-    ScenarioError::Syntax { origin: origin.to_owned(), line, column, problem: error.message().to_owned() }
 }
 
 /// The run's calendar, and where errors go.
@@ -117,6 +120,29 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         );
         loc.invalid(&model_path, problem)
     })?;
+    let transport = match raw.transport {
+        None | Some(TransportName::Virtual) => Transport::Virtual,
+        Some(TransportName::Http) => {
+            let path = root.key("transport");
+            if !crate::mock::SERVED.contains(&kind) {
+                let problem = format!(
+                    "the `{kind}` model has no mock broker; `transport = \"http\"` serves saxo, ibkr, kotak-neo, \
+                     zerodha and oauth2"
+                );
+                return Err(loc.invalid(&path, problem));
+            }
+            if duration > MAX_HTTP_DURATION {
+                let problem = format!(
+                    "an HTTP scenario runs in real time: the run is {}, at most {} are allowed (scale the \
+                     lifetimes down instead: a 20s token)",
+                    format_duration(duration),
+                    format_duration(MAX_HTTP_DURATION)
+                );
+                return Err(loc.invalid(&root.key(if raw.end.is_some() { "end" } else { "duration" }), problem));
+            }
+            Transport::Http
+        }
+    };
     let days = match &raw.workload.trading_days {
         None => TradingDays::WEEKDAYS,
         Some(list) if list.is_empty() => {
@@ -136,11 +162,16 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         .and_then(|p| p.validate_for_lifetime(lifetime).map(|()| p))
         .map_err(|e| policy_error(loc, &e, kind))?;
     let faults = resolve_faults(&ctx, raw.faults, &zone, workload.sessions.len())?;
-    let expect = resolve_expect(loc, raw.expect)?;
+    let operator = resolve_operator(&ctx, raw.operator, &zone, workload.sessions.len())?;
+    let days = RunDays::new(start, end, workload.zone());
+    let kinds: Vec<String> = workload.mix.iter().map(|m| m.kind.clone()).collect();
+    let expect = resolve_expect(loc, raw.expect, &Report::template(&kinds, &days), &days)?;
+    let warnings = super::feasibility::warnings(loc, &broker, &workload, &policy, (start, end));
     Ok(Scenario {
         name: raw.name,
         description: raw.description,
         origin: loc.origin.to_owned(),
+        transport,
         seed: raw.seed,
         start,
         end,
@@ -151,7 +182,9 @@ fn resolve(loc: &Located<'_>, raw: RawScenario) -> Result<Scenario> {
         policy_file,
         workload,
         faults,
+        operator,
         expect,
+        warnings,
     })
 }
 
@@ -300,6 +333,42 @@ impl Ctx<'_> {
         }
     }
 
+    /// Where a repeated fault (`from`, and `to` if given) repeats: from each start until its end (the end
+    /// of the run when there is no `to`). Without `to`, a local `from` starts on every trading day; with
+    /// one, the entry is a period (every calendar day for local times).
+    fn repeat_spans(&self, from: TimeSpec, to: Option<TimeSpec>, path: &KeyPath, tz: &TimeZone) -> Result<Vec<Window>> {
+        match to {
+            None => Ok(self
+                .point(from, &path.key("from"), tz)?
+                .into_iter()
+                .map(|at| Window { from: at, to: self.end.saturating_add(Duration::from_millis(1)) })
+                .collect()),
+            Some(to) => self.windows(&RawWindow { from, to }, path, tz),
+        }
+    }
+
+    /// The instants `every` apart from the start of each span, before its end, inside the run: at most
+    /// `cap` per span.
+    fn repeat(&self, spans: &[Window], every: Duration, cap: u32) -> Vec<UnixMs> {
+        let mut out = Vec::new();
+        for span in spans {
+            let mut at = span.from;
+            for _ in 0..cap {
+                if at >= span.to || at > self.end {
+                    break;
+                }
+                if at >= self.start {
+                    out.push(at);
+                }
+                if every.is_zero() {
+                    break;
+                }
+                at = at.saturating_add(every);
+            }
+        }
+        out
+    }
+
     fn window_end(&self, spec: TimeSpec) -> UnixMs {
         match spec {
             TimeSpec::At(t) => t,
@@ -373,6 +442,10 @@ fn resolve_workload(ctx: &Ctx<'_>, raw: RawWorkload, kind: ModelKind, zone: &Tim
         let problem = "a workload with strategies needs a request mix: add [[workload.mix]] entries".to_owned();
         return Err(loc.message_at(&path.key("strategies"), problem));
     }
+    if !raw.at.is_empty() && raw.mix.is_empty() {
+        let problem = "scripted requests name kinds of the request mix: add [[workload.mix]] entries".to_owned();
+        return Err(loc.message_at(&path.key("at"), problem));
+    }
     if raw.mix.len() > usize::from(u16::MAX) {
         return Err(loc.invalid(&path.key("mix"), "has more than 65535 entries"));
     }
@@ -386,6 +459,10 @@ fn resolve_workload(ctx: &Ctx<'_>, raw: RawWorkload, kind: ModelKind, zone: &Tim
         }
         if entry.kind.trim().is_empty() {
             return Err(loc.invalid(&entry_path.key("kind"), "must not be empty"));
+        }
+        if !entry.kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            let problem = format!("`{}`: write a kind with letters, digits, `_` and `-` only", entry.kind);
+            return Err(loc.invalid(&entry_path.key("kind"), problem));
         }
         if !kinds.insert(entry.kind.clone()) {
             return Err(loc.invalid(&entry_path.key("kind"), format!("`{}` appears twice in the mix", entry.kind)));
@@ -406,9 +483,13 @@ fn resolve_workload(ctx: &Ctx<'_>, raw: RawWorkload, kind: ModelKind, zone: &Tim
                 (Some(true), _, _) => {
                     return Err(loc.invalid(&hours_path.key("always"), "`always = true` excludes `open` and `close`"));
                 }
-                (_, Some(open), Some(close)) => {
+                (_, Some(DayTime(open)), Some(DayTime(close))) => {
                     if close <= open {
-                        let problem = format!("close ({close}) is not after open ({open})");
+                        let problem = format!(
+                            "close ({}) is not after open ({})",
+                            format_time_of_day(close),
+                            format_time_of_day(open)
+                        );
                         return Err(loc.invalid(&hours_path.key("close"), problem));
                     }
                     MarketHours::Daily { open, close, tz }
@@ -484,7 +565,48 @@ fn resolve_workload(ctx: &Ctx<'_>, raw: RawWorkload, kind: ModelKind, zone: &Tim
             .filter(|w| w.from < w.to)
             .collect(),
     );
+    let market_zone = match &market_hours {
+        MarketHours::Always { tz } | MarketHours::Daily { tz, .. } => tz.clone(),
+    };
+    let mut scripted = Vec::new();
+    let mut scripted_total = 0u64;
+    for (i, entry) in raw.at.iter().enumerate() {
+        let entry_path = path.key("at").index(i);
+        let Some(kind) = mix.iter().position(|m| m.kind == entry.kind) else {
+            let known: Vec<&str> = mix.iter().map(|m| m.kind.as_str()).collect();
+            let problem = format!(
+                "unknown request kind `{}` (the kinds of [[workload.mix]]: {}){}",
+                entry.kind,
+                known.join(", "),
+                suggest(&entry.kind, &known)
+            );
+            return Err(loc.invalid(&entry_path.key("kind"), problem));
+        };
+        let count = entry.count.unwrap_or(1);
+        if count == 0 || count > MAX_SCRIPTED_COUNT {
+            let problem = format!("{count} must be between 1 and {MAX_SCRIPTED_COUNT}");
+            return Err(loc.invalid(&entry_path.key("count"), problem));
+        }
+        let session = match entry.session {
+            Some(n) if n as usize >= sessions.len() => {
+                let problem = format!("session {n} does not exist (sessions are numbered 0 to {})", sessions.len() - 1);
+                return Err(loc.invalid(&entry_path.key("session"), problem));
+            }
+            other => other.map(|n| n as usize),
+        };
+        for at in ctx.point(entry.at, &entry_path.key("at"), &market_zone)? {
+            scripted_total += u64::from(count);
+            if scripted_total > MAX_SCRIPTED_REQUESTS {
+                let problem = format!("scripted requests add up to more than {MAX_SCRIPTED_REQUESTS} over the run");
+                return Err(loc.invalid(&entry_path, problem));
+            }
+            scripted.push(ScriptedBurst { at, kind: KindId(kind as u16), count, session });
+        }
+    }
+    // Stable: bursts at the same instant keep the order they are written in.
+    scripted.sort_by_key(|b| b.at);
     Ok(Workload {
+        scripted,
         strategies: raw.strategies,
         rate_per_strategy,
         arrival,
@@ -544,6 +666,20 @@ fn rate_limit(
     Ok(limit)
 }
 
+/// A rejection form by name; the Kotak forms are for the kotak-neo model only.
+fn rejection_form(loc: &Located<'_>, name: &str, kind: ModelKind, path: &KeyPath) -> Result<RejectionForm> {
+    let names: Vec<&str> = RejectionForm::NAMED.iter().map(|(_, n)| *n).collect();
+    let form = RejectionForm::from_name(name).ok_or_else(|| {
+        let problem = format!("unknown rejection form `{name}` (known: {}){}", names.join(", "), suggest(name, &names));
+        loc.invalid(path, problem)
+    })?;
+    if form != RejectionForm::Native && kind != ModelKind::KotakNeo {
+        let problem = format!("the {kind} model has one rejection form (`native`); `{name}` is one of Kotak Neo's");
+        return Err(loc.invalid(path, problem));
+    }
+    Ok(form)
+}
+
 fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Workload) -> Result<BrokerSpec> {
     let loc = ctx.loc;
     let path = KeyPath::of(&["broker"]);
@@ -563,7 +699,7 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
             return Err(loc.invalid(&path.key("token_lifetime"), "must be longer than zero"));
         }
         (Some(d), None) => spec.token_expiry = TokenExpiry::After(d.0),
-        (None, Some(at)) => spec.token_expiry = TokenExpiry::DailyAt(at),
+        (None, Some(at)) => spec.token_expiry = TokenExpiry::DailyAt(at.0),
         (None, None) => {}
     }
     match raw.refresh_lifetime {
@@ -595,7 +731,7 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
     match raw.daily_reset {
         Some(Toggle::On(r)) => {
             spec.daily_reset =
-                Some(DailyCutoff { at: r.at, tz: r.tz.unwrap_or_else(|| spec.tz.clone()), warmup: None });
+                Some(DailyCutoff { at: r.at.0, tz: r.tz.unwrap_or_else(|| spec.tz.clone()), warmup: None });
         }
         Some(Toggle::Off) => spec.daily_reset = None,
         None => {}
@@ -603,7 +739,7 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
     match raw.weekly_reset {
         Some(Toggle::On(r)) => {
             spec.weekly_reset =
-                Some(WeeklyReset { day: r.day.0, at: r.at, tz: r.tz.unwrap_or_else(|| spec.tz.clone()) });
+                Some(WeeklyReset { day: r.day.0, at: r.at.0, tz: r.tz.unwrap_or_else(|| spec.tz.clone()) });
         }
         Some(Toggle::Off) => spec.weekly_reset = None,
         None => {}
@@ -644,6 +780,81 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
         &path.key("request_limits"),
         "request_penalty",
     )?;
+    spec.order_limit = rate_limit(
+        loc,
+        raw.order_limits,
+        raw.order_penalty,
+        spec.order_limit,
+        &path.key("order_limits"),
+        "order_penalty",
+    )?;
+    if let Some(name) = &raw.rejection_form {
+        spec.rejection_form = rejection_form(loc, name, kind, &path.key("rejection_form"))?;
+    }
+    match raw.login_after_expiry {
+        Some(LoginAfterExpiryName::Automatic) => spec.login_after_expiry = LoginAfterExpiry::Automatic,
+        Some(LoginAfterExpiryName::Person) => spec.login_after_expiry = LoginAfterExpiry::Person,
+        None => {}
+    }
+    if spec.login_after_expiry == LoginAfterExpiry::Person
+        && !matches!(spec.token_expiry, TokenExpiry::DailyAt(_))
+        && spec.daily_reset.is_none()
+    {
+        let at = if loc.doc.has(&path.key("login_after_expiry")) { "login_after_expiry" } else { "model" };
+        let problem = format!(
+            "a login that needs a person after the daily expiry needs a daily expiry: give the {kind} model \
+             `token_expires_at` or `daily_reset` (or `login_after_expiry = \"automatic\"`)"
+        );
+        return Err(loc.invalid(&path.key(at), problem));
+    }
+    if let Some(d) = raw.login_code_lifetime {
+        if d.0.is_zero() {
+            return Err(loc.invalid(&path.key("login_code_lifetime"), "must be longer than zero"));
+        }
+        spec.login_code_lifetime = d.0;
+    }
+    let mut served: Vec<Option<usize>> = vec![None; workload.mix.len()];
+    for (i, raw_endpoint) in raw.endpoints.iter().enumerate() {
+        let entry = path.key("endpoints").index(i);
+        if raw_endpoint.kinds.is_empty() {
+            return Err(loc.invalid(&entry.key("kinds"), "names no request kind"));
+        }
+        let mut endpoint = Endpoint::default();
+        for (j, name) in raw_endpoint.kinds.iter().enumerate() {
+            let Some(k) = workload.mix.iter().position(|m| m.kind == *name) else {
+                let known: Vec<&str> = workload.mix.iter().map(|m| m.kind.as_str()).collect();
+                let problem = format!(
+                    "unknown request kind `{name}` (the kinds of [[workload.mix]]: {}){}",
+                    known.join(", "),
+                    suggest(name, &known)
+                );
+                return Err(loc.invalid(&entry.key("kinds").index(j), problem));
+            };
+            if let Some(other) = served[k].replace(i) {
+                let problem = format!("`{name}` is already served by endpoint #{}", other + 1);
+                return Err(loc.invalid(&entry.key("kinds").index(j), problem));
+            }
+            endpoint.kinds.push(KindId(k as u16));
+        }
+        if raw_endpoint.limits.is_some() || raw_endpoint.penalty.is_some() {
+            let limit = rate_limit(
+                loc,
+                raw_endpoint.limits.clone(),
+                raw_endpoint.penalty.clone(),
+                RateLimit::default(),
+                &entry.key("limits"),
+                "penalty",
+            )?;
+            endpoint.limit = Some(limit);
+        }
+        if let Some(name) = &raw_endpoint.rejection_form {
+            endpoint.rejection_form = Some(rejection_form(loc, name, kind, &entry.key("rejection_form"))?);
+        }
+        if let Some(times) = &raw_endpoint.early_expiries {
+            endpoint.early_expiries = ctx.points(times, &entry.key("early_expiries"), &tz)?;
+        }
+        spec.endpoints.push(endpoint);
+    }
     // Outages: expanded, then checked for overlap (which would make "what fails" ambiguous).
     let mut outages: Vec<(Outage, usize)> = Vec::new();
     for (i, o) in raw.outages.iter().enumerate() {
@@ -725,9 +936,11 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
     let open_per_day = match &workload.market_hours {
         MarketHours::Always { .. } => Duration::from_secs(24 * 3600),
         MarketHours::Daily { open, close, .. } => {
-            let seconds =
-                |t: LocalTime| i64::from(t.0.hour()) * 3600 + i64::from(t.0.minute()) * 60 + i64::from(t.0.second());
-            Duration::from_secs((seconds(*close) - seconds(*open)).max(0).unsigned_abs())
+            let millis = |t: LocalTime| {
+                (i64::from(t.0.hour()) * 3600 + i64::from(t.0.minute()) * 60 + i64::from(t.0.second())) * 1000
+                    + i64::from(t.0.subsec_nanosecond() / 1_000_000)
+            };
+            Duration::from_millis((millis(*close) - millis(*open)).max(0).unsigned_abs())
         }
     };
     let mut events = Vec::new();
@@ -770,6 +983,33 @@ fn resolve_broker(ctx: &Ctx<'_>, raw: RawBroker, kind: ModelKind, workload: &Wor
     Ok(spec)
 }
 
+fn resolve_operator(ctx: &Ctx<'_>, raw: super::raw::RawOperator, zone: &TimeZone, sessions: usize) -> Result<Operator> {
+    let path = KeyPath::of(&["operator"]);
+    let mut lists = [Vec::new(), Vec::new()];
+    for ((key, entries), out) in [("login_codes", raw.login_codes), ("resets", raw.resets)].into_iter().zip(&mut lists)
+    {
+        for (i, entry) in entries.iter().enumerate() {
+            let entry_path = path.key(key).index(i);
+            let (spec, session, at_path) = match entry {
+                OperatorEntry::At(spec) => (*spec, None, entry_path.clone()),
+                OperatorEntry::Table(t) => (t.at, t.session, entry_path.key("at")),
+            };
+            if let Some(s) = session
+                && s as usize >= sessions
+            {
+                let problem = format!("session {s} does not exist (sessions are numbered 0 to {})", sessions - 1);
+                return Err(ctx.loc.invalid(&entry_path.key("session"), problem));
+            }
+            for at in ctx.point(spec, &at_path, zone)? {
+                out.push(OperatorAction { at, session: session.map(|s| s as usize) });
+            }
+        }
+        out.sort_by_key(|a| (a.at, a.session));
+    }
+    let [login_codes, resets] = lists;
+    Ok(Operator { login_codes, resets })
+}
+
 fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, sessions: usize) -> Result<Faults> {
     let loc = ctx.loc;
     let path = KeyPath::of(&["faults"]);
@@ -783,22 +1023,20 @@ fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, se
                 }
             }
             PanicEntry::Loop(l) => {
-                if l.count == 0 || l.count > MAX_PANIC_LOOP {
-                    let problem = format!("{} must be between 1 and {MAX_PANIC_LOOP}", l.count);
+                if let Some(count) = l.count
+                    && (count == 0 || count > MAX_PANIC_LOOP)
+                {
+                    let problem = format!("{count} must be between 1 and {MAX_PANIC_LOOP}");
                     return Err(loc.invalid(&entry_path.key("count"), problem));
                 }
-                let every = match l.every {
-                    Some(e) if e.0.is_zero() => {
-                        return Err(loc.invalid(&entry_path.key("every"), "must be longer than zero"));
-                    }
-                    Some(e) => e.0,
-                    None if l.count > 1 => {
-                        let problem =
-                            format!("missing key `every` {} (needed when count > 1)", entry_path.table_phrase());
-                        return Err(loc.message_at(&entry_path, problem));
-                    }
-                    None => Duration::ZERO,
-                };
+                if l.count.is_none() && l.to.is_none() {
+                    let problem = format!(
+                        "missing key `count` {} (or give `to`: panics `every` apart until then)",
+                        entry_path.table_phrase()
+                    );
+                    return Err(loc.message_at(&entry_path, problem));
+                }
+                let every = repeat_every(loc, l.every, l.count.unwrap_or(2) > 1, &entry_path, Duration::ZERO)?;
                 let session = match l.session {
                     Some(s) if s as usize >= sessions => {
                         let problem =
@@ -807,18 +1045,15 @@ fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, se
                     }
                     other => other.map(|s| s as usize),
                 };
-                for first in ctx.point(l.from, &entry_path.key("from"), zone)? {
-                    let mut at = first;
-                    for _ in 0..l.count {
-                        if at > ctx.end {
-                            break;
-                        }
-                        panics.push(PanicFault { at, session });
-                        at = at.saturating_add(every);
+                let spans = ctx.repeat_spans(l.from, l.to, &entry_path, zone)?;
+                let cap = l.count.unwrap_or(MAX_PANIC_LOOP);
+                for at in ctx.repeat(&spans, every, cap) {
+                    panics.push(PanicFault { at, session });
+                    if panics.len() > MAX_PANICS {
+                        return Err(
+                            loc.invalid(&entry_path, format!("gives more than {MAX_PANICS} panics over the run"))
+                        );
                     }
-                }
-                if panics.len() > MAX_PANICS {
-                    return Err(loc.invalid(&entry_path, format!("gives more than {MAX_PANICS} panics over the run")));
                 }
             }
         }
@@ -826,16 +1061,55 @@ fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, se
     panics.sort_by_key(|p| (p.at, p.session));
     let mut restarts = Vec::new();
     for (i, entry) in raw.restarts.iter().enumerate() {
-        let (spec, downtime) = match entry {
-            RestartEntry::At(spec) => (*spec, Duration::ZERO),
-            RestartEntry::Table(t) => (t.at, t.downtime.map_or(Duration::ZERO, |d| d.0)),
-        };
-        let at_path = match entry {
-            RestartEntry::At(_) => path.key("restarts").index(i),
-            RestartEntry::Table(_) => path.key("restarts").index(i).key("at"),
-        };
-        let instants = ctx.point(spec, &at_path, zone)?;
-        restarts.extend(instants.into_iter().map(|at| RestartFault { at, downtime }));
+        let entry_path = path.key("restarts").index(i);
+        match entry {
+            RestartEntry::At(spec) => {
+                let instants = ctx.point(*spec, &entry_path, zone)?;
+                restarts.extend(instants.into_iter().map(|at| RestartFault { at, downtime: Duration::ZERO }));
+            }
+            RestartEntry::Table(t) => {
+                let downtime = t.downtime.map_or(Duration::ZERO, |d| d.0);
+                match (t.at, t.from) {
+                    (Some(_), Some(_)) => {
+                        let problem = "give either `at` (one restart) or `from`, `to` and `every`, not both";
+                        return Err(loc.invalid(&entry_path.key("from"), problem));
+                    }
+                    (None, None) => {
+                        let problem =
+                            format!("missing key `at` {} (or `from`, `to` and `every`)", entry_path.table_phrase());
+                        return Err(loc.message_at(&entry_path, problem));
+                    }
+                    (Some(at), None) => {
+                        for key in ["to", "every"] {
+                            if loc.doc.has(&entry_path.key(key)) {
+                                let problem = format!("`{key}` goes with `from`, not with `at`");
+                                return Err(loc.invalid(&entry_path.key(key), problem));
+                            }
+                        }
+                        let instants = ctx.point(at, &entry_path.key("at"), zone)?;
+                        restarts.extend(instants.into_iter().map(|at| RestartFault { at, downtime }));
+                    }
+                    (None, Some(from)) => {
+                        if t.to.is_none() {
+                            let problem = format!(
+                                "missing key `to` {} (restarts `every` apart until then)",
+                                entry_path.table_phrase()
+                            );
+                            return Err(loc.message_at(&entry_path, problem));
+                        }
+                        let every = repeat_every(loc, t.every, true, &entry_path, downtime)?;
+                        let spans = ctx.repeat_spans(from, t.to, &entry_path, zone)?;
+                        for at in ctx.repeat(&spans, every, MAX_RESTARTS as u32 + 1) {
+                            restarts.push(RestartFault { at, downtime });
+                            if restarts.len() > MAX_RESTARTS {
+                                let problem = format!("gives more than {MAX_RESTARTS} restarts over the run");
+                                return Err(loc.invalid(&entry_path, problem));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
     restarts.sort_by_key(|r| r.at);
     let mut store_write_failures = Vec::new();
@@ -845,51 +1119,201 @@ fn resolve_faults(ctx: &Ctx<'_>, raw: super::raw::RawFaults, zone: &TimeZone, se
     Ok(Faults { panics, restarts, store_write_failures: merge(store_write_failures) })
 }
 
-fn resolve_expect(loc: &Located<'_>, raw: std::collections::BTreeMap<String, RawBound>) -> Result<Expectations> {
-    let path = KeyPath::of(&["expect"]);
+/// The `every` of a repeated fault: required when it repeats, longer than zero and than `downtime`.
+fn repeat_every(
+    loc: &Located<'_>,
+    every: Option<super::values::SpanDuration>,
+    repeats: bool,
+    path: &KeyPath,
+    downtime: Duration,
+) -> Result<Duration> {
+    match every {
+        Some(e) if e.0.is_zero() => Err(loc.invalid(&path.key("every"), "must be longer than zero")),
+        Some(e) if e.0 <= downtime => {
+            let problem = format!(
+                "({}) must be longer than the `downtime` ({}): a restart cannot begin while the process is down",
+                format_duration(e.0),
+                format_duration(downtime)
+            );
+            Err(loc.invalid(&path.key("every"), problem))
+        }
+        Some(e) => Ok(e.0),
+        None if repeats => {
+            let problem = format!("missing key `every` {} (needed when it repeats)", path.table_phrase());
+            Err(loc.message_at(path, problem))
+        }
+        None => Ok(Duration::ZERO),
+    }
+}
+
+/// The keys of a bound table.
+const BOUND_KEYS: [&str; 3] = ["min", "max", "per_day"];
+
+fn resolve_expect(
+    loc: &Located<'_>,
+    raw: std::collections::BTreeMap<String, ExpectNode>,
+    template: &Report,
+    days: &RunDays,
+) -> Result<Expectations> {
     let mut items = Vec::with_capacity(raw.len());
-    for (name, bound) in raw {
-        let key = path.key(&name);
-        let number = report::is_number_field(&name);
-        let flag = report::is_flag_field(&name);
-        if !number && !flag {
-            let mut known: Vec<&str> = report::NUMBER_FIELDS.to_vec();
-            known.extend(report::FLAG_FIELDS);
-            let hint = suggest(&name, &known);
+    let known = report::field_names(template);
+    let mut ctx =
+        ExpectCtx { loc, template, days, known: known.iter().map(String::as_str).collect(), items: &mut items };
+    for (name, node) in &raw {
+        ctx.node(&KeyPath::of(&["expect"]).key(name), name, node)?;
+    }
+    Ok(Expectations::new(items))
+}
+
+/// Turns `[expect]` nodes into expectations, checking each field against the report's shape.
+struct ExpectCtx<'a, 'b> {
+    loc: &'a Located<'a>,
+    template: &'a Report,
+    days: &'a RunDays,
+    known: Vec<&'a str>,
+    items: &'b mut Vec<Expectation>,
+}
+
+impl ExpectCtx<'_, '_> {
+    /// The node written at `path` for the report field `name`.
+    fn node(&mut self, path: &KeyPath, name: &str, node: &ExpectNode) -> Result<()> {
+        let shape = report::field_shape(self.template, name);
+        match node {
+            ExpectNode::Table(entries) => {
+                // A bound table, or a table of subfields? An event category has both bounds and subfields
+                // (`events.cutoff.first_ms`): keys close to a bound key are taken as misspelt bounds.
+                let is_bound = entries.iter().any(|(k, _)| BOUND_KEYS.contains(&k.as_str()));
+                let bound_like = match shape {
+                    Some(FieldShape::Number) => true,
+                    Some(FieldShape::Events) => entries.iter().all(|(k, _)| !suggest(k, &BOUND_KEYS).is_empty()),
+                    _ => false,
+                };
+                if is_bound || bound_like || entries.is_empty() {
+                    let shape = self.field(path, name, shape)?;
+                    return self.bound(path, name, shape, entries);
+                }
+                if shape == Some(FieldShape::Flag) {
+                    return Err(self.loc.invalid(path, "is true or false: write `= true` or `= false`"));
+                }
+                for (key, child) in entries {
+                    self.node(&path.key(key), &format!("{name}.{key}"), child)?;
+                }
+                Ok(())
+            }
+            ExpectNode::Flag(value) => match self.field(path, name, shape)? {
+                FieldShape::Flag => {
+                    self.items.push(Expectation::new(name, Bound::Is(*value)));
+                    Ok(())
+                }
+                _ => Err(self.loc.invalid(path, "is a number: write { max = N }, { min = N } or both")),
+            },
+            ExpectNode::Number(v) => {
+                self.field(path, name, shape)?;
+                let problem = format!("a bare number ({v}) is not a bound: write {{ max = {v} }} or {{ min = {v} }}");
+                Err(self.loc.invalid(path, problem))
+            }
+            ExpectNode::Other(what) => {
+                self.field(path, name, shape)?;
+                let problem = format!("expected a bound {{ min = …, max = … }} or true/false, found {what}");
+                Err(self.loc.invalid(path, problem))
+            }
+        }
+    }
+
+    /// The shape of a known field, or the unknown-field error with a suggestion.
+    fn field(&self, path: &KeyPath, name: &str, shape: Option<FieldShape>) -> Result<FieldShape> {
+        shape.ok_or_else(|| {
+            let hint = suggest(name, &self.known);
             let problem = if hint.is_empty() {
                 format!(
-                    "unknown report field `{name}` in [expect] (fields: {}, time_in_state.<State>)",
-                    known.join(", ")
+                    "unknown report field `{name}` in [expect] (fields: {}; see docs/scenarios.md)",
+                    self.known.iter().filter(|k| !k.contains('.')).copied().collect::<Vec<_>>().join(", ")
                 )
             } else {
                 format!("unknown report field `{name}` in [expect]{hint}")
             };
-            return Err(loc.message_at(&key, problem));
-        }
-        let bound = match bound {
-            RawBound::Flag(value) if flag => Bound::Is(value),
-            RawBound::Flag(_) => return Err(loc.invalid(&key, "is a number: write { max = N }, { min = N } or both")),
-            RawBound::Range(_) if flag => {
-                return Err(loc.invalid(&key, "is true or false: write `= true` or `= false`"));
-            }
-            RawBound::Range(r) => {
-                for (end, value) in [("min", r.min), ("max", r.max)] {
-                    if let Some(v) = value
-                        && !(v >= 0.0 && v.is_finite())
-                    {
-                        return Err(loc.invalid(&key.key(end), format!("{v} must be a number of at least 0")));
-                    }
-                }
-                match (r.min, r.max) {
-                    (None, None) => return Err(loc.invalid(&key, "bounds nothing: give `min`, `max` or both")),
-                    (Some(min), Some(max)) if min > max => {
-                        return Err(loc.invalid(&key, format!("`min` ({min}) is above `max` ({max})")));
-                    }
-                    (min, max) => Bound::Range { min, max },
-                }
-            }
-        };
-        items.push(Expectation::new(name, bound));
+            self.loc.message_at(path, problem)
+        })
     }
-    Ok(Expectations::new(items))
+
+    /// A `{ min, max, per_day }` table for the field `name`.
+    fn bound(&mut self, path: &KeyPath, name: &str, shape: FieldShape, entries: &[(String, ExpectNode)]) -> Result<()> {
+        if shape == FieldShape::Flag {
+            return Err(self.loc.invalid(path, "is true or false: write `= true` or `= false`"));
+        }
+        let (mut min, mut max, mut per_day) = (None, None, None);
+        for (key, value) in entries {
+            let at = path.key(key);
+            match key.as_str() {
+                "min" => min = Some(self.count(&at, value)?),
+                "max" => max = Some(self.count(&at, value)?),
+                "per_day" => {
+                    if shape != FieldShape::Events {
+                        let problem = "only an event category (`events.<name>`) has per-day counts";
+                        return Err(self.loc.invalid(&at, problem));
+                    }
+                    if !self.days.days().iter().any(|d| d.full) {
+                        let problem = "the run covers no whole day in the market's zone, so there is no day to judge";
+                        return Err(self.loc.invalid(&at, problem));
+                    }
+                    per_day = Some(match value {
+                        ExpectNode::Table(range) => {
+                            let (mut lo, mut hi) = (None, None);
+                            for (k, v) in range {
+                                match k.as_str() {
+                                    "min" => lo = Some(self.count(&at.key(k), v)?),
+                                    "max" => hi = Some(self.count(&at.key(k), v)?),
+                                    other => {
+                                        let problem = format!(
+                                            "unknown key `{other}` in [{at}]{}",
+                                            suggest(other, &["min", "max"])
+                                        );
+                                        return Err(self.loc.message_at(&at.key(other), problem));
+                                    }
+                                }
+                            }
+                            self.range(&at, lo, hi)?
+                        }
+                        exact => {
+                            let n = self.count(&at, exact)?;
+                            (Some(n), Some(n))
+                        }
+                    });
+                }
+                other => {
+                    let problem = format!("unknown key `{other}` in [{path}]{}", suggest(other, &BOUND_KEYS));
+                    return Err(self.loc.message_at(&at, problem));
+                }
+            }
+        }
+        if min.is_none() && max.is_none() && per_day.is_none() {
+            return Err(self.loc.invalid(path, "bounds nothing: give `min`, `max` or both"));
+        }
+        if min.is_some() || max.is_some() {
+            let (min, max) = self.range(path, min, max)?;
+            self.items.push(Expectation::new(name, Bound::Range { min, max }));
+        }
+        if let Some((min, max)) = per_day {
+            self.items.push(Expectation::new(name, Bound::PerDay { min, max }));
+        }
+        Ok(())
+    }
+
+    fn count(&self, path: &KeyPath, node: &ExpectNode) -> Result<f64> {
+        match node {
+            ExpectNode::Number(v) if *v >= 0.0 && v.is_finite() => Ok(*v),
+            ExpectNode::Number(v) => Err(self.loc.invalid(path, format!("{v} must be a number of at least 0"))),
+            _ => Err(self.loc.invalid(path, "must be a number")),
+        }
+    }
+
+    fn range(&self, path: &KeyPath, min: Option<f64>, max: Option<f64>) -> Result<(Option<f64>, Option<f64>)> {
+        match (min, max) {
+            (Some(lo), Some(hi)) if lo > hi => {
+                Err(self.loc.invalid(path, format!("`min` ({lo}) is above `max` ({hi})")))
+            }
+            (None, None) => Err(self.loc.invalid(path, "bounds nothing: give `min`, `max` or both")),
+            range => Ok(range),
+        }
+    }
 }

@@ -31,6 +31,15 @@ pub fn parse_duration_with_days(text: &str) -> Result<Duration, String> {
     Duration::try_from(signed).map_err(|_| format!("{text:?} is negative; durations here must be zero or more"))
 }
 
+/// A duration with nothing finer than a millisecond (the simulator's resolution), or why not.
+fn whole_millis(text: &str, d: Duration) -> Result<Duration, String> {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
+        Ok(d)
+    } else {
+        Err(format!("{text:?} is finer than a millisecond, the resolution of scenario times"))
+    }
+}
+
 /// A duration as written in a scenario file (days allowed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SpanDuration(pub Duration);
@@ -44,7 +53,7 @@ impl<'de> Deserialize<'de> for SpanDuration {
                 f.write_str(r#"a duration such as "30s", "20m", "120h" or "5d""#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<SpanDuration, E> {
-                parse_duration_with_days(v).map(SpanDuration).map_err(E::custom)
+                parse_duration_with_days(v).and_then(|d| whole_millis(v, d)).map(SpanDuration).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<SpanDuration, E> {
                 Err(E::custom(format!("a bare number ({v}) is ambiguous: write the unit, e.g. \"{v}s\" or \"{v}ms\"")))
@@ -81,7 +90,8 @@ pub fn parse_instant(text: &str) -> Result<Instant, String> {
                 format!("{text:?} is not a date and time with a zone ({INSTANT_FORMS})")
             }
         })?;
-        return Ok(Instant { at: UnixMs::from_timestamp(zoned.timestamp()), zone: zoned.time_zone().clone() });
+        let at = whole_millis_instant(text, zoned.timestamp())?;
+        return Ok(Instant { at, zone: zoned.time_zone().clone() });
     }
     match text.parse::<jiff::Timestamp>() {
         Ok(ts) => {
@@ -89,12 +99,21 @@ pub fn parse_instant(text: &str) -> Result<Instant, String> {
                 .ok()
                 .and_then(|pieces| pieces.offset())
                 .map_or(jiff::tz::Offset::UTC, |offset| offset.to_numeric_offset());
-            Ok(Instant { at: UnixMs::from_timestamp(ts), zone: jiff::tz::TimeZone::fixed(offset) })
+            Ok(Instant { at: whole_millis_instant(text, ts)?, zone: jiff::tz::TimeZone::fixed(offset) })
         }
         Err(_) if text.parse::<jiff::civil::DateTime>().is_ok() => {
             Err(format!("{text:?} has no time zone or UTC offset, so it names no instant ({INSTANT_FORMS})"))
         }
         Err(_) => Err(format!("{text:?} is not a date and time ({INSTANT_FORMS})")),
+    }
+}
+
+/// The instant of a timestamp with nothing finer than a millisecond, or why not.
+fn whole_millis_instant(text: &str, ts: jiff::Timestamp) -> Result<UnixMs, String> {
+    if ts.subsec_nanosecond() % 1_000_000 == 0 {
+        Ok(UnixMs::from_timestamp(ts))
+    } else {
+        Err(format!("{text:?} is finer than a millisecond, the resolution of scenario times"))
     }
 }
 
@@ -140,18 +159,74 @@ pub enum TimeSpec {
 /// How scenario times may be written, for error messages.
 const TIME_FORMS: &str = r#"write an instant like "2026-03-10T11:42:00+05:30", a local time of day like "11:42", or "+3h" for 3 hours after the start"#;
 
-/// Reads a scenario time: an instant, a local time of day, or `+duration` after the start.
+/// Reads a time of day to the millisecond: `"HH:MM"`, `"HH:MM:SS"` or `"HH:MM:SS.mmm"` (one to three
+/// digits after the point).
+pub fn parse_time_of_day(text: &str) -> Result<LocalTime, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not a time of day (write \"03:00\", \"15:30:00\" or \"02:59:59.900\")");
+    let (clock, millis) = match text.split_once('.') {
+        Some((clock, fraction)) => {
+            if fraction.is_empty() || fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(if fraction.len() > 3 && fraction.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("`{text}` is finer than a millisecond, the resolution of scenario times")
+                } else {
+                    bad()
+                });
+            }
+            let digits: i32 = fraction.parse().map_err(|_| bad())?;
+            (clock, digits * 10i32.pow(3 - fraction.len() as u32))
+        }
+        None => (text, 0),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad());
+    }
+    if millis > 0 && parts.len() != 3 {
+        return Err(bad());
+    }
+    let num = |p: &str| p.parse::<i8>().map_err(|_| bad());
+    let (h, m) = (num(parts[0])?, num(parts[1])?);
+    let sec = if parts.len() == 3 { num(parts[2])? } else { 0 };
+    jiff::civil::Time::new(h, m, sec, millis * 1_000_000).map(LocalTime).map_err(|_| bad())
+}
+
+/// A time of day as printed in messages: `"09:15"`, `"15:30:05"`, `"02:59:59.900"`.
+pub fn format_time_of_day(t: LocalTime) -> String {
+    let ms = t.0.subsec_nanosecond() / 1_000_000;
+    if ms == 0 { t.to_string() } else { format!("{:02}:{:02}:{:02}.{ms:03}", t.0.hour(), t.0.minute(), t.0.second()) }
+}
+
+/// A time of day as written in a scenario file, to the millisecond ([`parse_time_of_day`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DayTime(pub LocalTime);
+
+impl<'de> Deserialize<'de> for DayTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DayTime, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_time_of_day(&text).map(DayTime).map_err(de::Error::custom)
+    }
+}
+
+/// Whether `text` is written as a time of day (digits, colons and a fraction: no date).
+fn looks_like_time_of_day(text: &str) -> bool {
+    text.contains(':') && text.bytes().all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
+}
+
+/// Reads a scenario time: an instant, a local time of day, or `+duration` after the start, each to the
+/// millisecond.
 pub fn parse_time_spec(text: &str) -> Result<TimeSpec, String> {
     let text = text.trim();
     if let Some(after) = text.strip_prefix('+') {
-        return parse_duration_with_days(after.trim()).map(TimeSpec::AfterStart);
+        let after = after.trim();
+        return parse_duration_with_days(after).and_then(|d| whole_millis(after, d)).map(TimeSpec::AfterStart);
     }
-    if text.len() <= 8 && text.contains(':') && !text.contains('T') {
-        return text.parse::<LocalTime>().map(TimeSpec::Daily).map_err(|e| format!("{e}; {TIME_FORMS}"));
+    if looks_like_time_of_day(text) {
+        return parse_time_of_day(text).map(TimeSpec::Daily).map_err(|e| format!("{e}; {TIME_FORMS}"));
     }
     match parse_instant(text) {
         Ok(instant) => Ok(TimeSpec::At(instant.at)),
-        Err(e) if e.contains("no time zone") || e.contains("unknown time zone") => Err(e),
+        Err(e) if e.contains("no time zone") || e.contains("unknown time zone") || e.contains("finer than") => Err(e),
         Err(_) => Err(format!("{text:?} is not a time ({TIME_FORMS})")),
     }
 }
@@ -248,6 +323,20 @@ mod tests {
         assert!(parse_instant("2026-03-09T08:00:00").unwrap_err().contains("no time zone or UTC offset"));
         assert!(parse_instant("2026-03-09T08:00:00+05:30[Asia/Kolkatta]").unwrap_err().contains("unknown time zone"));
         assert!(parse_instant("soon").unwrap_err().contains("is not a date and time"));
+        assert_eq!(parse_instant("2026-03-09T02:59:59.9Z").unwrap().at.to_string(), "2026-03-09T02:59:59.9Z");
+        assert!(parse_instant("2026-03-09T02:59:59.0001Z").unwrap_err().contains("finer than a millisecond"));
+    }
+
+    #[test]
+    fn times_of_day_to_the_millisecond() {
+        let t = parse_time_of_day("02:59:59.9").unwrap();
+        assert_eq!(format_time_of_day(t), "02:59:59.900");
+        assert_eq!(format_time_of_day(parse_time_of_day("09:15").unwrap()), "09:15");
+        assert_eq!(format_time_of_day(parse_time_of_day("09:15:07.045").unwrap()), "09:15:07.045");
+        assert!(parse_time_of_day("09:15.500").is_err(), "a fraction needs seconds");
+        assert!(parse_time_of_day("9:15").is_err());
+        assert!(parse_time_of_day("09:15:60").is_err());
+        assert!(parse_time_of_day("09:15:00.").is_err());
     }
 
     #[test]
@@ -256,6 +345,11 @@ mod tests {
         assert_eq!(parse_time_spec("11:42").unwrap(), TimeSpec::Daily("11:42".parse().unwrap()));
         assert!(matches!(parse_time_spec("2026-03-10T11:42:00Z").unwrap(), TimeSpec::At(_)));
         assert!(parse_time_spec("25:00").unwrap_err().contains("not a time of day"));
+        let ms = parse_time_spec("02:59:59.900").unwrap();
+        assert_eq!(ms, TimeSpec::Daily(LocalTime(jiff::civil::Time::new(2, 59, 59, 900_000_000).unwrap())));
+        assert_eq!(parse_time_spec("+1h 250ms").unwrap(), TimeSpec::AfterStart(Duration::from_millis(3_600_250)));
+        assert!(parse_time_spec("+1.5ms").unwrap_err().contains("finer than a millisecond"));
+        assert!(parse_time_spec("02:59:59.9001").unwrap_err().contains("finer than a millisecond"));
         assert!(parse_time_spec("tomorrow").unwrap_err().contains("is not a time"));
     }
 }

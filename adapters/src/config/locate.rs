@@ -1,9 +1,20 @@
-//! Finding places in a scenario file: byte offsets to lines and columns, error spans to the key they
-//! belong to, and dotted key paths back to the line where the key is written.
+//! Finding places in a TOML file: byte offsets to lines and columns, error spans to the key they belong
+//! to, and dotted key paths back to the line where the key is written. Shared by every parser of a TOML
+//! file that wants located errors (`warden.toml` here, the simulator's scenario files).
 //!
 //! The file is parsed once more into toml's spanned document tree ([`toml::de::DeTable`]), which keeps the
 //! byte span of every key and value. Serde errors carry a span; semantic errors found after parsing carry
-//! a [`KeyPath`] (`broker.outages[1].to`); both end up as "line L, column C" and a key name.
+//! a [`KeyPath`] (`sessions.kite.base_url`, `broker.outages[1].to`); both end up as "line L, column C" and
+//! a key name (see [`super::located`]).
+//!
+//! ```
+//! use warden_adapters::config::locate::{Document, KeyPath};
+//!
+//! let text = "[store]\npath = \"/var/lib/warden/db\"\n";
+//! let doc = Document::parse(text).unwrap();
+//! let span = doc.span_of(&KeyPath::of(&["store", "path"]));
+//! assert_eq!(doc.line_column(span.start), (2, 1));
+//! ```
 
 use std::fmt;
 use std::ops::Range;
@@ -19,7 +30,7 @@ pub enum Segment {
     Index(usize),
 }
 
-/// Where a value sits in a scenario file, as written: `policy.refresh_buffer`, `broker.outages[1].to`.
+/// Where a value sits in a file, as written: `policy.refresh_buffer`, `broker.outages[1].to`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct KeyPath(Vec<Segment>);
 
@@ -101,26 +112,37 @@ impl fmt::Display for KeyPath {
     }
 }
 
-/// A parsed scenario text with the spans of its keys.
-pub(crate) struct Document<'a> {
+/// A parsed TOML text with the spans of its keys.
+pub struct Document<'a> {
     text: &'a str,
     root: DeTable<'a>,
 }
 
+impl std::fmt::Debug for Document<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Document").field("bytes", &self.text.len()).finish_non_exhaustive()
+    }
+}
+
 impl<'a> Document<'a> {
     /// Parses the text; the error is a TOML syntax error.
-    pub(crate) fn parse(text: &'a str) -> Result<Document<'a>, toml::de::Error> {
+    pub fn parse(text: &'a str) -> Result<Document<'a>, toml::de::Error> {
         let root = DeTable::parse(text)?.into_inner();
         Ok(Document { text, root })
     }
 
+    /// The text it was parsed from.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
     /// The 1-based line and column (in characters) of a byte offset.
-    pub(crate) fn line_column(&self, offset: usize) -> (usize, usize) {
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
         line_column(self.text, offset)
     }
 
     /// The key path an error span belongs to: the deepest key whose name or value covers it.
-    pub(crate) fn path_at(&self, span: &Range<usize>) -> KeyPath {
+    pub fn path_at(&self, span: &Range<usize>) -> KeyPath {
         let mut best = KeyPath::root();
         if span.start < span.end {
             search_table(&self.root, &KeyPath::root(), span, &mut best);
@@ -131,12 +153,12 @@ impl<'a> Document<'a> {
     /// The byte span to point at for `path`: the key itself (or, for an array element, the element); if
     /// the path is not written in the file, its deepest written ancestor; the start of the file for the
     /// root.
-    pub(crate) fn span_of(&self, path: &KeyPath) -> Range<usize> {
+    pub fn span_of(&self, path: &KeyPath) -> Range<usize> {
         self.find(path).0
     }
 
     /// Whether `path` is written in the file.
-    pub(crate) fn has(&self, path: &KeyPath) -> bool {
+    pub fn has(&self, path: &KeyPath) -> bool {
         self.find(path).1
     }
 
@@ -174,7 +196,7 @@ impl<'a> Document<'a> {
 }
 
 /// The 1-based line and column (in characters) of a byte offset in `text`.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
