@@ -4,13 +4,18 @@
 //! `durable_wait`; a request whose lease died while it waited for the disk gets the next grant, never the
 //! dead one.
 //!
-//! The store here keeps what it was given in memory and makes it "durable" only when a flush returns,
-//! after a delay in real time (the flush runs on the blocking pool), so these tests run on a real clock.
+//! The stores here keep what they were given in memory and make it "durable" only when a flush returns:
+//! `DiskStore` after a delay in real time, `GatedStore` when the test lets a held flush go (or makes it
+//! fail). The flush runs on the blocking pool, so these tests run on a real clock; their bounded waits
+//! only turn a hang into a failure, they never assert a duration.
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::quiet_policy;
@@ -92,6 +97,138 @@ impl Store for DiskStore {
         Ok(())
     }
 }
+
+/// A store whose flushes wait for the test: each flush counts itself as entered, then blocks until the
+/// test lets one flush through ([`GatedStore::let_one_through`]), opens the gate for good, or makes every
+/// flush fail; a flush that returns `Ok` makes durable what was written before it started.
+struct GatedStore {
+    inner: MemoryStore,
+    written: Mutex<Vec<Snapshot>>,
+    durable: Mutex<Vec<Snapshot>>,
+    gate: Mutex<Gate>,
+    opened: Condvar,
+}
+
+#[derive(Default)]
+struct Gate {
+    entered: u64,
+    permits: u64,
+    open: bool,
+    failing: bool,
+}
+
+impl GatedStore {
+    fn new() -> Arc<GatedStore> {
+        Arc::new(GatedStore {
+            inner: MemoryStore::new(),
+            written: Mutex::new(Vec::new()),
+            durable: Mutex::new(Vec::new()),
+            gate: Mutex::new(Gate::default()),
+            opened: Condvar::new(),
+        })
+    }
+
+    fn let_one_through(&self) {
+        self.gate.lock().unwrap().permits += 1;
+        self.opened.notify_all();
+    }
+
+    /// Lets every flush through from now on (the final flush of a shutdown, say).
+    fn open(&self) {
+        self.gate.lock().unwrap().open = true;
+        self.opened.notify_all();
+    }
+
+    fn fail_every_flush(&self) {
+        self.gate.lock().unwrap().failing = true;
+        self.opened.notify_all();
+    }
+
+    fn flushes_entered(&self) -> u64 {
+        self.gate.lock().unwrap().entered
+    }
+
+    fn durable_generation(&self, session: &str) -> Option<Generation> {
+        self.durable.lock().unwrap().iter().find(|s| s.session_id.as_str() == session).map(|s| s.generation)
+    }
+}
+
+impl Store for GatedStore {
+    fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError> {
+        self.inner.load(session)
+    }
+    fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError> {
+        self.inner.save(snapshot, Durability::Buffered)?;
+        DiskStore::note(&self.written, snapshot);
+        if durability == Durability::Flushed { self.flush() } else { Ok(()) }
+    }
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.save(snapshot, Durability::Buffered).map(|()| Pending::Flush)
+    }
+    fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
+        self.inner.append_log(session, event)
+    }
+    fn read_log(&self, session: &SessionId, limit: usize) -> Result<Vec<SessionEvent>, StoreError> {
+        self.inner.read_log(session, limit)
+    }
+    fn remove(&self, session: &SessionId) -> Result<(), StoreError> {
+        self.inner.remove(session)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let covered = self.written.lock().unwrap().clone();
+        let mut gate = self.gate.lock().unwrap();
+        gate.entered += 1;
+        while gate.permits == 0 && !gate.open && !gate.failing {
+            gate = self.opened.wait(gate).unwrap();
+        }
+        if gate.failing {
+            return Err(StoreError::WriteFailed { detail: "the disk is full".to_owned() });
+        }
+        if !gate.open {
+            gate.permits -= 1;
+        }
+        drop(gate);
+        for snapshot in &covered {
+            DiskStore::note(&self.durable, snapshot);
+        }
+        Ok(())
+    }
+}
+
+/// Opens the gate of a `GatedStore` when dropped, so that a failing test (or a shutdown's last flush)
+/// never leaves a flush blocked on the runtime's blocking pool, which the runtime's end would wait for.
+struct OpenAtEnd(Arc<GatedStore>);
+
+impl Drop for OpenAtEnd {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Polls `future` once: `Some` if it is done.
+fn poll_once<T>(future: &mut Pin<Box<impl Future<Output = T> + ?Sized>>) -> Option<T> {
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+/// Waits (bounded: a hang is a failure, not a timing) until `done` holds.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("gave up waiting until {what}");
+}
+
+/// Far longer than any of these tests: a grant held for the disk is never released by the bound.
+const NO_BOUND: Duration = Duration::from_secs(3600);
+
+/// How long a test waits for what must come at once, before it calls that a hang.
+const HANG: Duration = Duration::from_secs(20);
 
 /// A broker that notes, at each login, whether the store already holds the attempt durably.
 struct AuditingBroker {
@@ -215,19 +352,80 @@ async fn a_request_whose_lease_died_while_waiting_for_the_disk_gets_the_next_gra
     warden.shutdown(false).await;
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_writes_never_blocks_trading() {
     let store = FaultyStore::new(MemoryStore::new());
     store.faults().set_failing(true);
     let broker = Arc::new(ScriptedBroker::new("failing").login_fallback(Reply::grant(Duration::from_secs(3600))));
-    let warden = Warden::builder().store(Arc::new(store)).build().await.unwrap();
+    // Real time and no usable bound: a grant held until `durable_wait` would hang the test.
+    let warden = Warden::builder().store(Arc::new(store)).durable_wait(NO_BOUND).build().await.unwrap();
     let mut events = warden.events();
     let spec = SessionSpec::new(SessionId::new("failing").unwrap(), broker.clone()).with_policy(eager());
     let session = warden.open(spec).await.unwrap();
-    assert_eq!(session.token().await.unwrap().generation, Generation(1), "served from memory");
+    let lease = tokio::time::timeout(HANG, session.token()).await.expect("a failing write blocked trading");
+    assert_eq!(lease.unwrap().generation, Generation(1), "served from memory");
     assert!(session.stats().persist_failures >= 2, "the attempt and the grant were not saved");
     assert!(
         std::iter::from_fn(|| events.try_recv().ok()).any(|e| matches!(e.kind, WardenEventKind::PersistFailed { .. }))
     );
+    warden.shutdown(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_flush_of_a_new_grant_is_held_back_the_grant_is_neither_published_nor_served() {
+    let store = GatedStore::new();
+    let _open_at_end = OpenAtEnd(store.clone());
+    let broker = Arc::new(ScriptedBroker::new("held"));
+    let warden = Warden::builder().store(store.clone()).durable_wait(NO_BOUND).build().await.unwrap();
+    let mut policy = quiet_policy(Preset::Reactive);
+    policy.mode = Mode::Lazy;
+    let spec = SessionSpec::new(SessionId::new("held").unwrap(), broker.clone()).with_policy(policy);
+    let session = warden.open(spec).await.unwrap();
+
+    // The request asks for a login; the save of its attempt waits for the first flush, and so does the login.
+    let mut request = Box::pin(session.token());
+    assert!(poll_once(&mut request).is_none());
+    wait_until("the attempt's flush is entered", || store.flushes_entered() == 1).await;
+    assert_eq!(broker.logins(), 0, "the login left before the flush of its attempt returned");
+
+    // The attempt is durable: the login runs, its grant is written and waits for the second flush.
+    store.let_one_through();
+    wait_until("the grant's flush is entered", || store.flushes_entered() == 2).await;
+    wait_until("the actor took the grant in", || session.status().generation == Generation(1)).await;
+    assert_eq!(broker.logins(), 1);
+    assert_eq!(store.durable_generation("held"), Some(Generation::NONE), "only the attempt is durable");
+    assert!(poll_once(&mut request).is_none(), "the waiting request was served a grant not yet on disk");
+    assert!(session.try_token().is_none(), "a grant not yet on disk was published");
+
+    // The flush returns: now, and only now, the grant goes out.
+    store.let_one_through();
+    let lease = tokio::time::timeout(HANG, request).await.expect("the grant never came after its flush").unwrap();
+    assert_eq!(lease.generation, Generation(1));
+    assert_eq!(store.durable_generation("held"), Some(Generation(1)), "served before its flush returned");
+    wait_until("the grant is published", || session.try_token().is_some()).await;
+    assert_eq!(warden.commit_stats().flushes, 2);
+    store.open();
+    warden.shutdown(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_fails_hands_the_grant_out_at_once_from_memory_and_says_so() {
+    let store = GatedStore::new();
+    store.fail_every_flush();
+    let broker = Arc::new(ScriptedBroker::new("full"));
+    // No usable bound: only the failure may release the grant.
+    let warden = Warden::builder().store(store.clone()).durable_wait(NO_BOUND).build().await.unwrap();
+    let mut events = warden.events();
+    let spec = SessionSpec::new(SessionId::new("full").unwrap(), broker.clone()).with_policy(eager());
+    let session = warden.open(spec).await.unwrap();
+    let lease = tokio::time::timeout(HANG, session.token()).await.expect("a failing flush blocked trading");
+    assert_eq!(lease.unwrap().generation, Generation(1), "trading goes on from memory");
+    assert_eq!(broker.logins(), 1);
+    assert_eq!(store.durable_generation("full"), None, "nothing was ever durable");
+    assert!(session.stats().persist_failures >= 2, "the attempt's and the grant's flushes failed");
+    let told = std::iter::from_fn(|| events.try_recv().ok())
+        .any(|e| matches!(&e.kind, WardenEventKind::PersistFailed { detail } if detail.contains("the disk is full")));
+    assert!(told, "an event says the grant went out without reaching the disk");
+    assert!(warden.commit_stats().failures >= 2);
     warden.shutdown(false).await;
 }
