@@ -19,7 +19,7 @@
 //!
 //! Timing comes from the runtime's clock (`warden_actors::Clock`), never from `Instant::now` directly.
 //! `--quick` is the short version for CI (well under a minute); without it a run takes about 20 minutes
-//! (three minutes of keep-alives per session count). `--runs N` repeats everything and reports the median
+//! (three minutes of keep-alives per session count); `--sizes` and `--window` shorten the sessions part. `--runs N` repeats everything and reports the median
 //! of each figure. `docs/benchmarks.md` explains every figure.
 
 mod child;
@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use figures::Figures;
+pub use sessions::Size;
 
 /// The parts of the bench, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +72,14 @@ pub struct BenchArgs {
     /// Run everything this many times and report the median of each figure.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// The session counts of the sessions part (comma-separated); default: 1k,10k,100k,1m (1k,10k with
+    /// `--quick`). 1m runs only if it fits in memory.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub sizes: Vec<sessions::Size>,
+    /// How long the sessions part watches keep-alives at each count, in seconds; default 180 (10 with
+    /// `--quick`). The keep-alive interval stays 60 s (4 s with `--quick`).
+    #[arg(long)]
+    pub window: Option<u64>,
     /// Internal: run one measurement in this process and print its figures (the parent's child runs).
     #[arg(long, hide = true)]
     pub child: Option<String>,
@@ -95,7 +104,14 @@ pub fn run(args: BenchArgs) -> ExitCode {
             let result = match part {
                 Part::Hot => hot::run(&mut figures, args.quick),
                 Part::Herd => herd::run(&mut figures, args.quick),
-                Part::Sessions => sessions::run(&mut figures, args.quick),
+                Part::Sessions => {
+                    let options = sessions::Options {
+                        quick: args.quick,
+                        sizes: args.sizes.clone(),
+                        window: args.window.map(std::time::Duration::from_secs),
+                    };
+                    sessions::run(&mut figures, &options)
+                }
                 Part::Persist => persist::run(&mut figures, args.quick),
                 Part::Sim => simspeed::run(&mut figures, args.quick),
             };

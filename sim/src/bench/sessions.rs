@@ -176,21 +176,65 @@ pub(crate) async fn wait_for_tokens(handles: &[SessionHandle]) -> Result<(), Ben
     Ok(())
 }
 
+/// A session count of the sessions part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Size {
+    /// 1,000 sessions.
+    #[value(name = "1k")]
+    OneThousand,
+    /// 10,000 sessions.
+    #[value(name = "10k")]
+    TenThousand,
+    /// 100,000 sessions.
+    #[value(name = "100k")]
+    HundredThousand,
+    /// 1,000,000 sessions (only if it fits in memory).
+    #[value(name = "1m")]
+    OneMillion,
+}
+
+impl Size {
+    /// The count and its JSON label.
+    fn count_and_label(self) -> (usize, &'static str) {
+        match self {
+            Size::OneThousand => (1_000, "1k"),
+            Size::TenThousand => (10_000, "10k"),
+            Size::HundredThousand => (100_000, "100k"),
+            Size::OneMillion => (1_000_000, "1m"),
+        }
+    }
+}
+
+/// What the sessions part runs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Options {
+    /// The short version (CI).
+    pub(crate) quick: bool,
+    /// The counts; empty: the default ones.
+    pub(crate) sizes: Vec<Size>,
+    /// How long keep-alives are watched at each count; `None`: the default.
+    pub(crate) window: Option<Duration>,
+}
+
 /// The sizes measured, with their JSON labels.
-fn sizes(quick: bool) -> Vec<(usize, &'static str)> {
-    if quick {
+fn sizes(options: &Options) -> Vec<(usize, &'static str)> {
+    if !options.sizes.is_empty() {
+        options.sizes.iter().map(|size| size.count_and_label()).collect()
+    } else if options.quick {
         vec![(1_000, "1k"), (10_000, "10k")]
     } else {
         vec![(1_000, "1k"), (10_000, "10k"), (100_000, "100k"), (1_000_000, "1m")]
     }
 }
 
-pub(crate) fn run(figures: &mut Figures, quick: bool) -> Result<(), BenchError> {
+pub(crate) fn run(figures: &mut Figures, options: &Options) -> Result<(), BenchError> {
+    let quick = options.quick;
     let (window, keepalive) = if quick {
         (Duration::from_secs(10), Duration::from_secs(4))
     } else {
         (Duration::from_secs(180), Duration::from_secs(60))
     };
+    let window = options.window.unwrap_or(window);
     figures.section(&format!(
         "sessions on sled (default durability), one child process each: open, memory, keep-alive lag over {} s \
          (interval {} s), shutdown",
@@ -198,7 +242,7 @@ pub(crate) fn run(figures: &mut Figures, quick: bool) -> Result<(), BenchError> 
         keepalive.as_secs()
     ));
     let mut kib_per_session: Option<f64> = None;
-    for (count, label) in sizes(quick) {
+    for (count, label) in sizes(options) {
         // Run 1M only if the memory measured at 100k says it fits, with a quarter to spare.
         if count >= 1_000_000 {
             let needed = kib_per_session.map(|k| k * count as f64 * 1.25 + 2.0 * 1024.0 * 1024.0);
