@@ -1,8 +1,9 @@
 //! `SessionHandle`: what a strategy holds to use a session.
 //!
 //! - [`SessionHandle::token`]: the hot path. While the session is `Valid`/`ExpiringSoon` it loads the
-//!   published lease from the lock-free cell (no actor involved); otherwise it asks the actor and waits,
-//!   at most the policy's `request_timeout`.
+//!   published lease from the lock-free cell (no actor involved); otherwise it waits for the session, at
+//!   most the policy's `request_timeout`, parked with the session's other waiting requests: one of them
+//!   asks the actor for all ([`crate::herd`]).
 //! - [`SessionHandle::execute`]: runs a broker call with a lease and applies rule 7: a call the broker
 //!   rejected as unauthenticated is reported with its generation and run again with a newer grant (up to
 //!   `retry_on_rejection` times); a call that is not idempotent and got no answer (or a gateway's
@@ -25,10 +26,11 @@ use tokio::time::Instant;
 use warden_engine::limits::Route;
 use warden_engine::retry::{AfterFailure, FailedCall, after_failure};
 use warden_engine::{
-    BrokerError, Credentials, ErrorClass, Generation, Idempotency, Policy, RequestError, Secret, SessionId,
+    BrokerError, Credentials, ErrorClass, Generation, Idempotency, Lease, Policy, RequestError, Secret, SessionId,
 };
 
 use crate::errors::{ExecuteError, TokenError};
+use crate::herd::Next;
 use crate::lease::LeaseGuard;
 use crate::ratelimit::{limiter_told, limiters_for};
 use crate::session_actor::{ACTOR_GRACE, SessionMsg};
@@ -82,7 +84,7 @@ impl SessionHandle {
     pub fn token(&self) -> TokenFuture<'_> {
         match self.try_token() {
             Some(lease) => TokenFuture { state: TokenState::Ready(Some(lease)) },
-            None => TokenFuture { state: TokenState::Waiting(Box::pin(self.token_from_actor(None, self.deadline()))) },
+            None => TokenFuture { state: TokenState::Waiting(Box::pin(self.token_parked(self.deadline()))) },
         }
     }
 
@@ -96,7 +98,41 @@ impl SessionHandle {
         if let Some(lease) = self.try_token().filter(|l| newer_than.is_none_or(|seen| l.generation > seen)) {
             return Ok(lease);
         }
-        self.token_from_actor(newer_than, deadline).await
+        match newer_than {
+            None => self.token_parked(deadline).await,
+            Some(_) => self.ask_actor(newer_than, deadline).await.map(LeaseGuard::owned),
+        }
+    }
+
+    /// The slow path of a request for any token: it parks with the session's other such requests, and one
+    /// of them asks the actor for all (see [`crate::herd`]).
+    async fn token_parked(&self, deadline: Instant) -> Result<LeaseGuard, TokenError> {
+        let max_waiters = self.shared.policy.max_waiters;
+        let Some(mut parked) = self.shared.herd().park(max_waiters) else {
+            return Err(RequestError::Overloaded { max_waiters });
+        };
+        loop {
+            let notified = parked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(lease) = self.try_token() {
+                return Ok(lease);
+            }
+            let now = self.shared.clock.now();
+            match parked.next(|lease| self.shared.is_current(lease, now)) {
+                Next::Answer(answer) => return answer.map(LeaseGuard::owned),
+                Next::Ask(asking) => {
+                    let answer = self.ask_actor(None, deadline).await;
+                    asking.share(&answer);
+                    return answer.map(LeaseGuard::owned);
+                }
+                Next::Wait => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(self.timeout());
+                    }
+                }
+            }
+        }
     }
 
     /// A timeout that says why: the session's last failure and what it waits for.
@@ -105,11 +141,7 @@ impl SessionHandle {
     }
 
     /// Asks the actor for a token and waits for its answer (or for a restarted actor) until `deadline`.
-    async fn token_from_actor(
-        &self,
-        newer_than: Option<Generation>,
-        deadline: Instant,
-    ) -> Result<LeaseGuard, TokenError> {
+    async fn ask_actor(&self, newer_than: Option<Generation>, deadline: Instant) -> Result<Lease, TokenError> {
         loop {
             let actor = self.wait_for_actor(deadline).await?;
             let (reply, answer) = oneshot::channel();
@@ -119,7 +151,7 @@ impl SessionHandle {
                 continue;
             }
             match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(result)) => return result.map(LeaseGuard::owned),
+                Ok(Ok(result)) => return result,
                 // The actor died with the request in its mailbox: ask its successor.
                 Ok(Err(_)) => continue,
                 Err(_) => return Err(self.timeout()),
@@ -133,36 +165,42 @@ impl SessionHandle {
 
     /// The current actor, waiting (until `deadline`) while the supervisor restarts it.
     async fn wait_for_actor(&self, deadline: Instant) -> Result<ActorRef<SessionMsg>, TokenError> {
-        let mut actor = self.shared.actor.subscribe();
+        if let Some(actor) = self.shared.actor().filter(|_| !self.shared.is_closed()) {
+            return Ok(actor);
+        }
+        // Subscribe before looking, so that an actor started in between is not missed.
+        let mut started = self.shared.env.actor_started.subscribe();
         loop {
             if self.shared.is_closed() {
                 return Err(TokenError::Closed);
             }
-            if let Some(actor) = actor.borrow_and_update().clone() {
+            if let Some(actor) = self.shared.actor() {
                 return Ok(actor);
             }
-            match tokio::time::timeout_at(deadline, actor.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(TokenError::Closed),
-                Err(_) => return Err(self.timeout()),
-            }
+            self.wait_for_a_start(&mut started, deadline).await?;
         }
     }
 
+    /// Waits until the session has an actor other than `dead` (or none, when it is being restarted).
     async fn wait_for_actor_change(&self, dead: &ActorRef<SessionMsg>, deadline: Instant) -> Result<(), TokenError> {
-        let mut actor = self.shared.actor.subscribe();
+        let mut started = self.shared.env.actor_started.subscribe();
         loop {
             if self.shared.is_closed() {
                 return Err(TokenError::Closed);
             }
-            if actor.borrow_and_update().as_ref().is_none_or(|a| a.get_id() != dead.get_id()) {
+            if self.shared.actor().is_none_or(|a| a.get_id() != dead.get_id()) {
                 return Ok(());
             }
-            match tokio::time::timeout_at(deadline, actor.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(TokenError::Closed),
-                Err(_) => return Err(self.timeout()),
-            }
+            self.wait_for_a_start(&mut started, deadline).await?;
+        }
+    }
+
+    /// Waits (until `deadline`) until any session actor of the `Warden` starts or stops.
+    async fn wait_for_a_start(&self, started: &mut watch::Receiver<u64>, deadline: Instant) -> Result<(), TokenError> {
+        match tokio::time::timeout_at(deadline, started.changed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(TokenError::Closed),
+            Err(_) => Err(self.timeout()),
         }
     }
 
@@ -335,7 +373,7 @@ impl SessionHandle {
     /// A rejection naming an older generation than the current one is ignored by the session.
     pub fn report_rejection(&self, generation: Generation, class: ErrorClass) {
         Counters::bump(&self.shared.counters.rejections_reported);
-        if let Some(actor) = self.shared.actor.borrow().as_ref() {
+        if let Some(actor) = self.shared.actor() {
             // Lost only if the actor is restarting; the next rejection reports it again.
             let _ = actor.cast(SessionMsg::Rejected { generation, class });
         }
@@ -343,12 +381,12 @@ impl SessionHandle {
 
     /// A watch of the session's status (state, generation, why invalid).
     pub fn subscribe(&self) -> watch::Receiver<SessionStatus> {
-        self.shared.status.subscribe()
+        self.shared.subscribe()
     }
 
     /// The session's status now.
     pub fn status(&self) -> SessionStatus {
-        self.shared.status.borrow().clone()
+        self.shared.status()
     }
 
     /// What the runtime has done for this session so far.
@@ -374,9 +412,7 @@ impl SessionHandle {
 
     /// Replaces the credentials used by the next login; an `Invalid` session tries again.
     pub async fn update_credentials(&self, credentials: Credentials) -> Result<(), TokenError> {
-        if let Ok(mut current) = self.shared.credentials.lock() {
-            *current = credentials;
-        }
+        *crate::shared::lock(&self.shared.credentials) = credentials;
         self.send(SessionMsg::CredentialsUpdated).await
     }
 

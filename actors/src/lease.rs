@@ -11,8 +11,8 @@
 //! the token's real expiry.
 
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use warden_engine::{Generation, Grant, Lease, UnixMs};
@@ -27,13 +27,23 @@ pub struct LeaseCell {
 
 impl Default for LeaseCell {
     fn default() -> LeaseCell {
-        LeaseCell { current: ArcSwap::from_pointee(empty_lease()), used: AtomicBool::new(false) }
+        LeaseCell { current: ArcSwap::new(empty_lease()), used: AtomicBool::new(false) }
     }
 }
 
-/// The placeholder meaning "nothing published": generation zero, never handed out.
-fn empty_lease() -> Lease {
-    Lease { generation: Generation::NONE, grant: Arc::new(Grant::new("", UnixMs::EPOCH)), usable_until: UnixMs::EPOCH }
+/// The placeholder meaning "nothing published": generation zero, never handed out. One for the whole
+/// process, shared by every cell that has nothing published.
+fn empty_lease() -> Arc<Lease> {
+    static EMPTY: OnceLock<Arc<Lease>> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            Arc::new(Lease {
+                generation: Generation::NONE,
+                grant: Arc::new(Grant::new("", UnixMs::EPOCH)),
+                usable_until: UnixMs::EPOCH,
+            })
+        })
+        .clone()
 }
 
 impl LeaseCell {
@@ -60,7 +70,7 @@ impl LeaseCell {
 
     /// Replaces the published lease (`None` withdraws it).
     pub fn publish(&self, lease: Option<Lease>) {
-        self.current.store(Arc::new(lease.unwrap_or_else(empty_lease)));
+        self.current.store(lease.map_or_else(empty_lease, Arc::new));
     }
 
     /// The generation published now (zero when none).

@@ -12,6 +12,7 @@
 //! - [`stream::Streams`]: WebSockets that follow a session's grant (re-authorised in place or
 //!   reconnected make-before-break, subscriptions replayed, gaps reported, heartbeats kept).
 //! - [`Clock`]: the one real clock (wall base + tokio's `Instant`, so paused time moves it).
+//! - [`commit::GroupCommit`]: one store flush for the durable writes of many sessions.
 //! - [`testing::ScriptedBroker`]: a scripted fake broker for tests.
 //!
 //! See `docs/runtime.md` for the design: supervision, the hot path, rate limits.
@@ -20,10 +21,12 @@
 
 mod catch;
 pub mod clock;
+pub mod commit;
 pub mod config;
 mod errors;
 mod fingerprint;
 mod handle;
+mod herd;
 pub mod lease;
 mod message;
 pub mod ratelimit;
@@ -32,6 +35,7 @@ mod shared;
 pub mod stream;
 mod supervisor;
 pub mod testing;
+mod timer;
 mod warden;
 
 pub use clock::Clock;
@@ -41,4 +45,4 @@ pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
 pub use stream::{StreamEvent, StreamHandle, StreamSettings, StreamSpec, Streams};
-pub use warden::{EVENT_CAPACITY, SessionSpec, Warden, WardenBuilder};
+pub use warden::{DEFAULT_DURABLE_WAIT, EVENT_CAPACITY, SHARED_POLICIES, SessionSpec, Warden, WardenBuilder};

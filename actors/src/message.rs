@@ -1,11 +1,12 @@
-//! The messages a session actor handles: what its handle, its timer and its broker-call tasks send it.
+//! The messages a session actor handles: what its handle, the timers, the committer and its broker-call
+//! tasks send it.
 //!
 //! They sit below both the actor and the state it shares with handles and the supervisor
 //! ([`crate::shared`]), so neither module depends on the other for them.
 
 use tokio::sync::oneshot;
 use warden_engine::{
-    AttemptId, AuthFailure, ErrorClass, Generation, Grant, KeepaliveStatus, Lease, RequestError, Secret,
+    AttemptId, AuthFailure, ErrorClass, Generation, Grant, KeepaliveStatus, Lease, RequestError, Secret, StoreError,
 };
 
 /// A message to a session actor.
@@ -21,6 +22,8 @@ pub(crate) enum SessionMsg {
     AuthDone { attempt: AttemptId, result: Result<Grant, AuthFailure> },
     /// A keep-alive call finished.
     KeepaliveDone { attempt: AttemptId, result: Result<KeepaliveStatus, AuthFailure> },
+    /// The flush that covers the actor's durable write `ticket` (and every earlier one) returned.
+    Durable { ticket: u64, result: Result<(), StoreError> },
     /// A broker call panicked: the adapter has a bug; fail the actor so that it restarts clean.
     CallPanicked { call: &'static str, detail: String },
     /// Operator reset.

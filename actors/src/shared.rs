@@ -1,11 +1,18 @@
-//! What a session's handle, its actor and its supervisor share: the lease cell, the status watch, the
-//! current actor (it changes across restarts), the broker, the policy, the credentials, counters.
+//! What a session's handle, its actor and its supervisor share: the lease cell, the status (and its watch,
+//! made when someone subscribes), the current actor (it changes across restarts), the broker, the policy
+//! (one `Arc` for every session of the same policy), the credentials, the restart history, counters — and
+//! what every session of a `Warden` shares ([`Env`]): the clock, the store, its committer, the timers.
+//!
+//! A session's own share is kept small (a platform holds 100,000 of them): no channel or task per session
+//! here, and nothing allocated until it is used.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use warden_engine::{
@@ -14,9 +21,17 @@ use warden_engine::{
 };
 
 use crate::clock::Clock;
+use crate::commit::GroupCommit;
+use crate::herd::Herd;
 use crate::lease::LeaseCell;
 use crate::message::SessionMsg;
 use crate::ratelimit::{AccountLimiter, ClassLimiter};
+use crate::timer::Timers;
+
+/// Takes a lock whose data stays consistent at every step (a panic elsewhere does not spoil it).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A session's status, as `subscribe()` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -188,11 +203,22 @@ impl fmt::Display for WardenEventKind {
     }
 }
 
-/// What the runtime holds for every session, whoever runs it.
+/// What the runtime holds for every session of a `Warden`, whoever runs it.
 pub(crate) struct Env {
     pub(crate) clock: Clock,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: broadcast::Sender<WardenEvent>,
+    /// Every session actor's one deadline.
+    pub(crate) timers: Timers,
+    /// One flush for the durable writes of many sessions.
+    pub(crate) commit: GroupCommit,
+    /// How long a session waits for the disk before it hands out a new grant anyway (and says so).
+    pub(crate) durable_wait: Duration,
+    /// The session of every running actor, by actor id: how the supervisor finds the session of an actor
+    /// that failed.
+    pub(crate) actors: Mutex<HashMap<ActorId, Arc<SessionShared>>>,
+    /// Bumped whenever a session actor starts or is gone: handles waiting for a restarted actor look again.
+    pub(crate) actor_started: watch::Sender<u64>,
 }
 
 impl Env {
@@ -202,42 +228,161 @@ impl Env {
     }
 }
 
-/// The state one session's handle, actor and supervisor share.
+/// A session's status and, once someone subscribed, the watch that shows it.
+struct StatusCell {
+    status: SessionStatus,
+    watch: Option<watch::Sender<SessionStatus>>,
+}
+
+/// What the supervisor keeps about a session across its actor's restarts.
+#[derive(Default)]
+pub(crate) struct Supervision {
+    /// When its actor failed, within the restart-limit window.
+    pub(crate) restarts: VecDeque<UnixMs>,
+    /// Set when the restart limit is spent: the next actor goes `Invalid` at once.
+    pub(crate) give_up: Option<InvalidReason>,
+}
+
+/// The state one session's handle, actor and supervisor share. Laid out in declaration order so that what
+/// `token()` reads (the lease cell, the clock) shares a cache line with the reference counts that precede
+/// it: a handle picked at random among 100,000 costs one cache miss for its state, not two.
+#[repr(C)]
 pub(crate) struct SessionShared {
-    pub(crate) id: SessionId,
+    /// The published lease: the token hot path's one load.
     pub(crate) lease: LeaseCell,
+    /// The runtime's clock (a clone kept here so the hot path reaches its coarse reading in one step).
+    pub(crate) clock: Clock,
     /// Every generation up to this one is revoked (rejected, expired, cut off): a lease of one is dead
     /// even if a caller still holds it.
     pub(crate) revoked_upto: AtomicU64,
-    /// The runtime's clock (a clone kept here so the hot path reaches its coarse reading in one step).
-    pub(crate) clock: Clock,
-    pub(crate) status: watch::Sender<SessionStatus>,
-    pub(crate) actor: watch::Sender<Option<ActorRef<SessionMsg>>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) id: SessionId,
+    pub(crate) policy: Arc<Policy>,
     pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) policy: Policy,
-    pub(crate) credentials: Mutex<Credentials>,
     pub(crate) limiter: Option<Arc<AccountLimiter>>,
     /// The limiters of the broker's endpoint classes (see `SessionHandle::execute_at`).
     pub(crate) class_limiters: Box<[ClassLimiter]>,
     pub(crate) seed: u64,
-    pub(crate) counters: Counters,
-    pub(crate) closed: AtomicBool,
     pub(crate) env: Arc<Env>,
+    pub(crate) counters: Counters,
+    pub(crate) credentials: Mutex<Credentials>,
+    pub(crate) supervision: Mutex<Supervision>,
+    status: Mutex<StatusCell>,
+    actor: Mutex<Option<ActorRef<SessionMsg>>>,
+    /// Requests waiting for a token, made at the first one.
+    herd: OnceLock<Box<Herd>>,
+}
+
+/// What a new session starts with.
+pub(crate) struct NewSession {
+    pub(crate) id: SessionId,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) credentials: Credentials,
+    pub(crate) limiter: Option<Arc<AccountLimiter>>,
+    pub(crate) class_limiters: Box<[ClassLimiter]>,
+    pub(crate) seed: u64,
 }
 
 impl SessionShared {
+    pub(crate) fn new(env: &Arc<Env>, new: NewSession, now: UnixMs) -> SessionShared {
+        let status = SessionStatus {
+            state: StateKind::Expired,
+            generation: Generation::NONE,
+            invalid_reason: None,
+            since: now,
+            last_failure: None,
+            waiting_for: None,
+        };
+        SessionShared {
+            lease: LeaseCell::default(),
+            clock: env.clock.clone(),
+            revoked_upto: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            id: new.id,
+            policy: new.policy,
+            broker: new.broker,
+            limiter: new.limiter,
+            class_limiters: new.class_limiters,
+            seed: new.seed,
+            env: env.clone(),
+            counters: Counters::default(),
+            credentials: Mutex::new(new.credentials),
+            supervision: Mutex::new(Supervision::default()),
+            status: Mutex::new(StatusCell { status, watch: None }),
+            actor: Mutex::new(None),
+            herd: OnceLock::new(),
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn credentials(&self) -> Credentials {
-        self.credentials.lock().map(|c| c.clone()).unwrap_or_default()
+        lock(&self.credentials).clone()
     }
 
     /// Whether a lease taken earlier may still be used for a call starting at `now`: not revoked since,
     /// and not past its usable end.
     pub(crate) fn is_current(&self, lease: &warden_engine::Lease, now: UnixMs) -> bool {
         lease.generation.0 > self.revoked_upto.load(Ordering::Acquire) && now < lease.usable_until
+    }
+
+    /// Where requests wait for a token together.
+    pub(crate) fn herd(&self) -> &Herd {
+        self.herd.get_or_init(Box::default)
+    }
+
+    /// The session's running actor, if it has one now.
+    pub(crate) fn actor(&self) -> Option<ActorRef<SessionMsg>> {
+        lock(&self.actor).clone()
+    }
+
+    /// A new actor runs the session: handles waiting for one look again.
+    pub(crate) fn set_actor(&self, actor: ActorRef<SessionMsg>) {
+        *lock(&self.actor) = Some(actor);
+        self.env.actor_started.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The actor `id` is gone (if it is still the session's actor): handles waiting on it look again.
+    pub(crate) fn clear_actor(&self, id: ActorId) {
+        let mut actor = lock(&self.actor);
+        if actor.as_ref().is_some_and(|a| a.get_id() == id) {
+            *actor = None;
+            drop(actor);
+            self.env.actor_started.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Whether the session has no running actor.
+    pub(crate) fn has_no_actor(&self) -> bool {
+        lock(&self.actor).is_none()
+    }
+
+    /// The status now.
+    pub(crate) fn status(&self) -> SessionStatus {
+        lock(&self.status).status.clone()
+    }
+
+    /// A watch of the status (made at the first subscription).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<SessionStatus> {
+        let mut cell = lock(&self.status);
+        let StatusCell { status, watch } = &mut *cell;
+        watch.get_or_insert_with(|| watch::Sender::new(status.clone())).subscribe()
+    }
+
+    /// Changes the status; subscribers hear of it only if it changed.
+    pub(crate) fn update_status(&self, update: impl FnOnce(&mut SessionStatus)) {
+        let mut cell = lock(&self.status);
+        let mut next = cell.status.clone();
+        update(&mut next);
+        if next != cell.status {
+            if let Some(watch) = &cell.watch {
+                watch.send_replace(next.clone());
+            }
+            cell.status = next;
+        }
     }
 }
 

@@ -10,58 +10,51 @@
 //!
 //! While a session has no actor, the lease it last published stays servable until its `usable_until`,
 //! when the supervisor withdraws it: a crash does not interrupt trading, and cannot serve a dead token.
+//!
+//! The supervisor keeps no table of its own: a session's restart history lives with the session's shared
+//! state, and the `Warden`'s table of running actors says which session an actor ran.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::oneshot;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use warden_engine::rng::SplitMix64;
-use warden_engine::{Generation, InvalidReason, SessionId, UnixMs};
+use warden_engine::{Generation, InvalidReason};
 
-use crate::session_actor::{SessionActor, SessionArgs};
-use crate::shared::{Counters, SessionShared, WardenEventKind};
+use crate::session_actor::SessionActor;
+use crate::shared::{Counters, Env, SessionShared, WardenEventKind, lock};
 
 /// A message to the supervisor.
 pub(crate) enum SupervisorMsg {
-    /// Start supervising a new session.
-    Start { args: SessionArgs, reply: oneshot::Sender<Result<(), String>> },
     /// Restart a session whose backoff has passed.
-    Respawn { session: SessionId },
-    /// Stop supervising a session (it is being closed): do not restart it.
-    Forget { session: SessionId, reply: oneshot::Sender<()> },
+    Respawn { shared: Arc<SessionShared> },
     /// The lease a dead session actor left published reached its end.
-    Withdraw { session: SessionId, generation: Generation },
+    Withdraw { shared: Arc<SessionShared>, generation: Generation },
 }
 
-/// The supervisor actor.
+/// The supervisor actor. Sessions are spawned linked to it by `Warden::open` (concurrently, without a
+/// round trip through this actor); each session actor registers itself in the `Warden`'s table of
+/// actors before it is linked, so that every failure reported here is traced back to its session.
 pub(crate) struct Supervisor;
 
-struct Entry {
-    args: SessionArgs,
-    restarts: VecDeque<UnixMs>,
-}
-
-/// The supervisor's state.
+/// The supervisor's state: the jitter generator, and the `Warden`'s shared state (its table of actors).
 pub(crate) struct SupervisorState {
-    entries: HashMap<SessionId, Entry>,
-    by_actor: HashMap<ActorId, SessionId>,
     rng: SplitMix64,
+    env: Arc<Env>,
 }
 
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = u64;
+    type Arguments = (u64, Arc<Env>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMsg>,
-        seed: u64,
+        (seed, env): (u64, Arc<Env>),
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState { entries: HashMap::new(), by_actor: HashMap::new(), rng: SplitMix64::new(seed) })
+        Ok(SupervisorState { rng: SplitMix64::new(seed), env })
     }
 
     async fn handle(
@@ -71,32 +64,18 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Start { args, reply } => {
-                let session = args.shared.id.clone();
-                let result = spawn(&myself, state, &args).await.map_err(|e| e.to_string());
-                if result.is_ok() {
-                    state.entries.insert(session, Entry { args, restarts: VecDeque::new() });
+            SupervisorMsg::Respawn { shared } => {
+                if shared.is_closed() {
+                    return Ok(());
                 }
-                let _ = reply.send(result);
-            }
-            SupervisorMsg::Respawn { session } => {
-                let Some(entry) = state.entries.get(&session) else { return Ok(()) };
-                let args = entry.args.clone();
-                if let Err(error) = spawn(&myself, state, &args).await {
-                    child_down(&myself, state, session, format!("restart failed: {error}"));
+                let spawned = Actor::spawn_linked(None, SessionActor, shared.clone(), myself.get_cell()).await;
+                if let Err(error) = spawned {
+                    child_down(&myself, state, shared, format!("restart failed: {error}"));
                 }
             }
-            SupervisorMsg::Forget { session, reply } => {
-                state.entries.remove(&session);
-                state.by_actor.retain(|_, s| *s != session);
-                let _ = reply.send(());
-            }
-            SupervisorMsg::Withdraw { session, generation } => {
-                if let Some(entry) = state.entries.get(&session) {
-                    let shared = &entry.args.shared;
-                    if shared.actor.borrow().is_none() && shared.lease.published_generation() == generation {
-                        shared.lease.publish(None);
-                    }
+            SupervisorMsg::Withdraw { shared, generation } => {
+                if shared.has_no_actor() && shared.lease.published_generation() == generation {
+                    shared.lease.publish(None);
                 }
             }
         }
@@ -116,32 +95,27 @@ impl Actor for Supervisor {
             }
             _ => return Ok(()),
         };
-        if let Some(session) = state.by_actor.remove(&id) {
-            child_down(&myself, state, session, cause);
+        let shared = lock(&state.env.actors).remove(&id);
+        if let Some(shared) = shared {
+            shared.clear_actor(id);
+            child_down(&myself, state, shared, cause);
         }
         Ok(())
     }
 }
 
-async fn spawn(
+/// A session's actor is gone: schedule its restart (or its giving up), unless the session is closed.
+fn child_down(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    args: &SessionArgs,
-) -> Result<(), ractor::SpawnErr> {
-    let (actor, _join) = Actor::spawn_linked(None, SessionActor, args.clone(), myself.get_cell()).await?;
-    state.by_actor.insert(actor.get_id(), args.shared.id.clone());
-    Ok(())
-}
-
-/// A session's actor is gone: schedule its restart (or its giving up).
-fn child_down(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, session: SessionId, cause: String) {
-    let unit = state.rng.next_unit();
-    let Some(entry) = state.entries.get_mut(&session) else { return };
-    let shared: Arc<SessionShared> = entry.args.shared.clone();
-    shared.actor.send_replace(None);
+    shared: Arc<SessionShared>,
+    cause: String,
+) {
     if shared.is_closed() {
         return;
     }
+    let unit = state.rng.next_unit();
+    let session = shared.id.clone();
     let env = &shared.env;
     let now = env.clock.now();
     let policy = &shared.policy;
@@ -152,33 +126,39 @@ fn child_down(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, ses
     if let Some(lease) = shared.lease.load() {
         let wait = lease.usable_until.saturating_duration_since(now);
         let generation = lease.generation;
-        let session = session.clone();
-        myself.send_after(wait, move || SupervisorMsg::Withdraw { session, generation });
+        let shared = shared.clone();
+        myself.send_after(wait, move || SupervisorMsg::Withdraw { shared, generation });
     }
 
     let within = policy.restart_limit.within.0;
-    entry.restarts.push_back(now);
-    while entry.restarts.front().is_some_and(|t| t.saturating_add(within) <= now) {
-        entry.restarts.pop_front();
-    }
-    let restarts = u32::try_from(entry.restarts.len()).unwrap_or(u32::MAX);
+    let (restarts, giving_up) = {
+        let mut supervision = lock(&shared.supervision);
+        supervision.restarts.push_back(now);
+        while supervision.restarts.front().is_some_and(|t| t.saturating_add(within) <= now) {
+            supervision.restarts.pop_front();
+        }
+        let restarts = u32::try_from(supervision.restarts.len()).unwrap_or(u32::MAX);
+        if restarts > policy.restart_limit.max {
+            let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+            supervision.give_up = Some(InvalidReason::RestartLimit { restarts, within_ms });
+        }
+        (restarts, supervision.give_up.is_some())
+    };
     let delay = if restarts > policy.restart_limit.max {
-        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        entry.args.give_up = Some(InvalidReason::RestartLimit { restarts, within_ms });
         Duration::ZERO
     } else {
         restart_delay(policy.reinitialize_delay, policy.backoff.max.0, restarts, unit)
     };
     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
     env.publish(&session, now, WardenEventKind::ActorRestarting { restarts, delay_ms, cause });
-    if entry.args.give_up.is_some() && restarts > policy.restart_limit.max.saturating_add(2) {
+    if giving_up && restarts > policy.restart_limit.max.saturating_add(2) {
         // Even giving up keeps failing (the store cannot be read?): stop trying, close the session.
         tracing::error!(session = %session, "session cannot be restarted; closing it");
         shared.closed.store(true, Ordering::Release);
         shared.lease.publish(None);
         return;
     }
-    myself.send_after(delay, move || SupervisorMsg::Respawn { session });
+    myself.send_after(delay, move || SupervisorMsg::Respawn { shared });
 }
 
 /// `base × 2^(restarts−1)`, capped at `max`, spread by ±20 % with `unit` in `[0, 1)`.

@@ -15,11 +15,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `build()` opens the store and starts the supervisor; `open()` spawns one supervised session actor that
-//! resumes from the store (a still-valid grant is reused: no login, no second-factor prompt after a
-//! restart). `events()` is a broadcast of every session's events, so an engine can clear its feed,
-//! symbol and order caches when a grant is revoked. `shutdown()` stops everything cleanly (optionally
-//! logging out) and flushes the store; dropping a `Warden` stops its actors without logging out.
+//! `build()` opens the store and starts the supervisor, the timers and the group commit; `open()` spawns
+//! one session actor, linked to the supervisor, that resumes from the store (a still-valid grant is
+//! reused: no login, no second-factor prompt after a restart). Opens run concurrently: each spawns its
+//! actor from the caller's task, with no round trip through the supervisor, so a platform opening 100,000
+//! sessions opens them as fast as it calls `open`. Sessions of the same policy share one `Arc<Policy>`.
+//! `events()` is a broadcast of every session's events, so an engine can clear its feed, symbol and order
+//! caches when a grant is revoked. `shutdown()` stops everything cleanly (optionally logging out) in time
+//! linear in the number of sessions, with one store flush at the end; dropping a `Warden` stops its actors
+//! without logging out.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,21 +32,48 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use warden_engine::limits::LimitScope;
-use warden_engine::{Broker, Credentials, Generation, Policy, SessionId, StateKind, Store, StoreError, UnixMs};
+use warden_engine::{Broker, Credentials, Policy, SessionId, Store, StoreError, UnixMs};
 
 use crate::clock::Clock;
+use crate::commit::GroupCommit;
 use crate::errors::WardenError;
 use crate::handle::SessionHandle;
-use crate::lease::LeaseCell;
 use crate::ratelimit::{AccountLimiter, ClassLimiter};
-use crate::session_actor::SessionArgs;
-use crate::shared::{Counters, Env, SessionShared, SessionStatus, WardenEvent};
+use crate::session_actor::SessionActor;
+use crate::shared::{Env, NewSession, SessionShared, WardenEvent, lock};
 use crate::supervisor::{Supervisor, SupervisorMsg};
+use crate::timer::Timers;
 
 /// How many events the broadcast keeps for a slow receiver before it reports a lag.
 pub const EVENT_CAPACITY: usize = 4096;
+
+/// How long a session waits for the disk to confirm a durable write before it hands out what waited
+/// anyway (and says so with a `PersistFailed` event), unless set with [`WardenBuilder::durable_wait`].
+pub const DEFAULT_DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// How many distinct policies a `Warden` shares between sessions (one `Arc` each); sessions with a
+/// policy beyond these get their own copy.
+pub const SHARED_POLICIES: usize = 64;
+
+/// How long `shutdown` and `close` wait for session actors to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// How many logouts `shutdown(true)` runs at once.
+const LOGOUTS_AT_ONCE: usize = 256;
+
+/// How session actors are ended.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// A stop: the actor finishes its message and runs `post_stop` (which disarms its timer); ractor then
+    /// hands its state to the supervisor, which frees it. For one session.
+    Stop,
+    /// A kill: the actor ends between two messages (its handlers never wait, so never within one) and
+    /// frees its state on its own thread. For every session at once, in parallel; `post_stop` does not
+    /// run, so `shutdown` then clears the timers in one go.
+    Kill,
+}
 
 /// What to open: one broker session.
 #[derive(Clone)]
@@ -53,7 +84,7 @@ pub struct SessionSpec {
     pub broker: Arc<dyn Broker>,
     /// The credentials for logins.
     pub credentials: Credentials,
-    /// The policy; `None` uses the `Warden`'s default.
+    /// The policy; `None` uses the `Warden`'s default. Sessions of equal policies share one copy.
     pub policy: Option<Policy>,
     /// The broker account whose request rate limit this session shares (`None`: the session id).
     pub account: Option<String>,
@@ -120,6 +151,7 @@ pub struct WardenBuilder {
     policy: Policy,
     clock: Option<Clock>,
     seed: u64,
+    durable_wait: Duration,
 }
 
 impl std::fmt::Debug for WardenBuilder {
@@ -178,6 +210,16 @@ impl WardenBuilder {
         self
     }
 
+    /// How long a session waits for the disk to confirm that a new grant (or a login attempt) is durable
+    /// before it hands the grant out (or starts the login) anyway, saying so with a `PersistFailed` event;
+    /// default [`DEFAULT_DURABLE_WAIT`]. Group commit keeps the wait to a few milliseconds; this bounds it
+    /// when the store fails or hangs.
+    #[must_use]
+    pub fn durable_wait(mut self, wait: Duration) -> WardenBuilder {
+        self.durable_wait = wait;
+        self
+    }
+
     /// Opens the store and starts the supervisor. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Warden, WardenError> {
         let clock = self.clock.unwrap_or_else(Clock::system);
@@ -190,15 +232,25 @@ impl WardenBuilder {
             }
         };
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let env = Arc::new(Env { clock, store, events });
-        let (supervisor, _join) = Actor::spawn(None, Supervisor, self.seed)
+        let env = Arc::new(Env {
+            timers: Timers::start(&clock),
+            commit: GroupCommit::start(store.clone()),
+            durable_wait: self.durable_wait,
+            actors: Mutex::new(HashMap::new()),
+            actor_started: watch::Sender::new(0),
+            clock,
+            store,
+            events,
+        });
+        let (supervisor, _join) = Actor::spawn(None, Supervisor, (self.seed, env.clone()))
             .await
             .map_err(|e| WardenError::Runtime(format!("could not start the supervisor: {e}")))?;
+        self.policy.validate().map_err(|error| WardenError::Runtime(format!("the default policy: {error}")))?;
         Ok(Warden {
             inner: Arc::new(WardenInner {
                 env,
                 supervisor,
-                policy: self.policy,
+                policies: Mutex::new(vec![Arc::new(self.policy)]),
                 sessions: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
@@ -236,7 +288,8 @@ pub struct Warden {
 struct WardenInner {
     env: Arc<Env>,
     supervisor: ActorRef<SupervisorMsg>,
-    policy: Policy,
+    /// The policies sessions share, validated; the first is the default.
+    policies: Mutex<Vec<Arc<Policy>>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
     limiters: Mutex<HashMap<String, Arc<AccountLimiter>>>,
     closed: AtomicBool,
@@ -244,7 +297,7 @@ struct WardenInner {
 
 impl std::fmt::Debug for Warden {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sessions = self.inner.sessions.lock().map(|s| s.len()).unwrap_or(0);
+        let sessions = lock(&self.inner.sessions).len();
         f.debug_struct("Warden").field("sessions", &sessions).finish_non_exhaustive()
     }
 }
@@ -252,7 +305,13 @@ impl std::fmt::Debug for Warden {
 impl Warden {
     /// A builder: memory store, `hybrid` policy, system clock.
     pub fn builder() -> WardenBuilder {
-        WardenBuilder { store: StoreChoice::Memory, policy: Policy::default(), clock: None, seed: 0 }
+        WardenBuilder {
+            store: StoreChoice::Memory,
+            policy: Policy::default(),
+            clock: None,
+            seed: 0,
+            durable_wait: DEFAULT_DURABLE_WAIT,
+        }
     }
 
     /// The clock sessions run on.
@@ -306,21 +365,20 @@ impl Warden {
 
     /// The handle of an open session.
     pub fn session(&self, id: &SessionId) -> Option<SessionHandle> {
-        let sessions = self.inner.sessions.lock().ok()?;
-        sessions.get(id).cloned().map(SessionHandle::new)
+        lock(&self.inner.sessions).get(id).cloned().map(SessionHandle::new)
     }
 
-    /// Opens a session: validates its policy, spawns its supervised actor (which resumes from the
-    /// store) and returns its handle.
+    /// Opens a session: validates its policy, spawns its actor (which resumes from the store) linked to
+    /// the supervisor, and returns its handle. Opens may run concurrently.
     pub async fn open(&self, spec: SessionSpec) -> Result<SessionHandle, WardenError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(WardenError::Closed);
         }
-        let policy = spec.policy.unwrap_or_else(|| self.inner.policy.clone());
-        policy.validate().map_err(|error| WardenError::Policy { session: spec.id.clone(), error })?;
+        let policy =
+            self.shared_policy(spec.policy).map_err(|error| WardenError::Policy { session: spec.id.clone(), error })?;
         let limiter = policy.request_rate.map(|rate| {
             let account = spec.account.clone().unwrap_or_else(|| spec.id.to_string());
-            let mut limiters = self.inner.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut limiters = lock(&self.inner.limiters);
             limiters
                 .entry(account.clone())
                 .or_insert_with(|| {
@@ -339,95 +397,133 @@ impl Warden {
             tracing::warn!(session = %spec.id, %detail, "the session's policy does not fit its broker");
             self.inner.env.publish(&spec.id, now, crate::shared::WardenEventKind::PolicyWarning { detail });
         }
-        let shared = Arc::new(SessionShared {
+        let new = NewSession {
             id: spec.id.clone(),
-            lease: LeaseCell::default(),
-            revoked_upto: std::sync::atomic::AtomicU64::new(0),
-            clock: self.inner.env.clock.clone(),
-            status: watch::Sender::new(SessionStatus {
-                state: StateKind::Expired,
-                generation: Generation::NONE,
-                invalid_reason: None,
-                since: now,
-                last_failure: None,
-                waiting_for: None,
-            }),
-            actor: watch::Sender::new(None),
-            broker: spec.broker,
             policy,
-            credentials: Mutex::new(spec.credentials),
+            broker: spec.broker,
+            credentials: spec.credentials,
             limiter,
             class_limiters,
             seed: spec.seed,
-            counters: Counters::default(),
-            closed: AtomicBool::new(false),
-            env: self.inner.env.clone(),
-        });
+        };
+        let shared = Arc::new(SessionShared::new(&self.inner.env, new, now));
         {
-            let mut sessions = self.inner.sessions.lock().map_err(|_| WardenError::Closed)?;
+            let mut sessions = lock(&self.inner.sessions);
             if sessions.contains_key(&spec.id) {
                 return Err(WardenError::AlreadyOpen(spec.id));
             }
             sessions.insert(spec.id.clone(), shared.clone());
         }
-        let (reply, started) = oneshot::channel();
-        let args = SessionArgs { shared: shared.clone(), give_up: None };
-        let sent = self.inner.supervisor.cast(SupervisorMsg::Start { args, reply });
-        let result = match sent {
-            Ok(()) => started.await.unwrap_or_else(|_| Err("the supervisor stopped".to_owned())),
-            Err(_) => Err("the supervisor stopped".to_owned()),
-        };
-        if let Err(detail) = result {
+        let spawned = Actor::spawn_linked(None, SessionActor, shared.clone(), self.inner.supervisor.get_cell()).await;
+        if let Err(error) = spawned {
             self.forget(&spec.id);
-            return Err(WardenError::Spawn { session: spec.id, detail });
+            shared.closed.store(true, Ordering::Release);
+            if let Some(actor) = shared.actor() {
+                lock(&self.inner.env.actors).remove(&actor.get_id());
+                actor.stop(None);
+            }
+            return Err(WardenError::Spawn { session: spec.id, detail: error.to_string() });
         }
         Ok(SessionHandle::new(shared))
     }
 
-    fn forget(&self, id: &SessionId) -> Option<Arc<SessionShared>> {
-        self.inner.sessions.lock().ok()?.remove(id)
+    /// The shared copy of `policy` (the default when `None`), validated once.
+    fn shared_policy(&self, policy: Option<Policy>) -> Result<Arc<Policy>, warden_engine::PolicyError> {
+        let mut policies = lock(&self.inner.policies);
+        let Some(policy) = policy else {
+            return Ok(policies[0].clone());
+        };
+        if let Some(shared) = policies.iter().find(|p| ***p == policy) {
+            return Ok(shared.clone());
+        }
+        policy.validate()?;
+        let policy = Arc::new(policy);
+        if policies.len() < SHARED_POLICIES {
+            policies.push(policy.clone());
+        }
+        Ok(policy)
     }
 
-    /// Closes a session: stops its actor (flushing the store), withdraws its lease. Its snapshot stays
-    /// in the store, so opening it again resumes it.
+    fn forget(&self, id: &SessionId) -> Option<Arc<SessionShared>> {
+        lock(&self.inner.sessions).remove(id)
+    }
+
+    /// Closes a session: stops its actor, withdraws its lease, flushes the store. Its snapshot stays in
+    /// the store, so opening it again resumes it.
     pub async fn close(&self, id: &SessionId) -> Result<(), WardenError> {
         let shared = self.forget(id).ok_or_else(|| WardenError::NotOpen(id.clone()))?;
-        self.stop_session(&shared).await;
+        self.stop_sessions(std::slice::from_ref(&shared), Ending::Stop).await;
+        self.flush_store();
         Ok(())
     }
 
-    async fn stop_session(&self, shared: &Arc<SessionShared>) {
-        shared.closed.store(true, Ordering::Release);
-        let (reply, forgotten) = oneshot::channel();
-        if self.inner.supervisor.cast(SupervisorMsg::Forget { session: shared.id.clone(), reply }).is_ok() {
-            let _ = forgotten.await;
+    /// Ends the actors of `sessions` (no restart), all at once, and waits (bounded) until they are gone.
+    async fn stop_sessions(&self, sessions: &[Arc<SessionShared>], ending: Ending) {
+        for shared in sessions {
+            shared.closed.store(true, Ordering::Release);
         }
-        let actor = shared.actor.borrow().clone();
-        if let Some(actor) = actor {
-            let _ = actor.stop_and_wait(Some("closed".to_owned()), Some(Duration::from_secs(5))).await;
+        let actors: Vec<ActorRef<crate::message::SessionMsg>> = sessions.iter().filter_map(|s| s.actor()).collect();
+        for actor in &actors {
+            match ending {
+                Ending::Stop => actor.stop(Some("closed".to_owned())),
+                Ending::Kill => actor.kill(),
+            }
         }
-        shared.lease.publish(None);
-        shared.actor.send_replace(None);
+        let deadline = self.inner.env.clock.monotonic_now() + STOP_WAIT;
+        for actor in &actors {
+            let _ = tokio::time::timeout_at(deadline, actor.wait(None)).await;
+        }
+        let mut table = lock(&self.inner.env.actors);
+        for actor in &actors {
+            table.remove(&actor.get_id());
+        }
+        for shared in sessions {
+            shared.lease.publish(None);
+            if let Some(actor) = shared.actor() {
+                table.remove(&actor.get_id());
+                shared.clear_actor(actor.get_id());
+            }
+        }
     }
 
-    /// Stops every session (logging each out first if `logout`), stops the supervisor and flushes the
-    /// store.
+    fn flush_store(&self) {
+        if let Err(error) = self.inner.env.store.flush() {
+            tracing::warn!(%error, "final store flush failed");
+        }
+    }
+
+    /// Stops every session (logging each out first if `logout`, up to 256 at a time), stops the supervisor
+    /// and flushes the store once. Linear in the number of sessions: every actor is ended at once, between
+    /// two of its messages, and frees its own state.
     pub async fn shutdown(&self, logout: bool) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let sessions: Vec<Arc<SessionShared>> =
-            self.inner.sessions.lock().map(|mut s| s.drain().map(|(_, v)| v).collect()).unwrap_or_default();
-        for shared in &sessions {
-            if logout {
-                let _ = SessionHandle::new(shared.clone()).logout().await;
+        let sessions: Vec<Arc<SessionShared>> = lock(&self.inner.sessions).drain().map(|(_, v)| v).collect();
+        if logout {
+            let mut logouts = tokio::task::JoinSet::new();
+            for shared in &sessions {
+                if logouts.len() >= LOGOUTS_AT_ONCE {
+                    let _ = logouts.join_next().await;
+                }
+                let handle = SessionHandle::new(shared.clone());
+                logouts.spawn(async move {
+                    let _ = handle.logout().await;
+                });
             }
-            self.stop_session(shared).await;
+            while logouts.join_next().await.is_some() {}
         }
-        let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(Duration::from_secs(5))).await;
-        if let Err(error) = self.inner.env.store.flush() {
-            tracing::warn!(%error, "final store flush failed");
-        }
+        self.stop_sessions(&sessions, Ending::Kill).await;
+        // A killed actor does not disarm its timer: drop every entry (and the actor it names) at once.
+        self.inner.env.timers.clear();
+        let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(STOP_WAIT)).await;
+        lock(&self.inner.env.actors).clear();
+        self.flush_store();
+    }
+
+    /// What the group commit has done so far (flushes, tickets answered, failed flushes).
+    pub fn commit_stats(&self) -> crate::commit::CommitStats {
+        self.inner.env.commit.stats()
     }
 
     /// The time now on the warden's clock.
@@ -439,15 +535,15 @@ impl Warden {
 impl Drop for WardenInner {
     fn drop(&mut self) {
         // Stop the actors (without logout); their snapshots are already in the store.
-        if let Ok(sessions) = self.sessions.lock() {
-            for shared in sessions.values() {
-                shared.closed.store(true, Ordering::Release);
-                shared.lease.publish(None);
-                if let Some(actor) = shared.actor.borrow().as_ref() {
-                    actor.stop(Some("warden dropped".to_owned()));
-                }
+        for shared in lock(&self.sessions).values() {
+            shared.closed.store(true, Ordering::Release);
+            shared.lease.publish(None);
+            if let Some(actor) = shared.actor() {
+                actor.kill();
             }
         }
+        // The table of actors refers to the sessions, which refer to the shared state: break the circle.
+        lock(&self.env.actors).clear();
         self.supervisor.stop(Some("warden dropped".to_owned()));
     }
 }

@@ -70,3 +70,85 @@ async fn a_thousand_stale_rejections_after_a_refresh_cause_no_login() {
     assert_eq!((broker.logins(), broker.refreshes()), (1, 2));
     warden.shutdown(false).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_herd_on_a_session_that_gives_up_is_told_so_at_once_after_one_login() {
+    let broker = Arc::new(ScriptedBroker::new("bad").login_fallback(Reply::error(400, "wrong password")));
+    let warden = Warden::builder().clock(clock_at(MONDAY_0900_IST)).build().await.unwrap();
+    let mut policy = quiet_policy(Preset::Reactive);
+    policy.mode = Mode::Lazy;
+    let spec = SessionSpec::new(SessionId::new("bad").unwrap(), broker.clone()).with_policy(policy);
+    let session = warden.open(spec).await.unwrap();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.token().await.map(|lease| lease.generation) })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert!(matches!(answer, Err(warden_actors::TokenError::Invalid(_))), "{answer:?}");
+    }
+    assert_eq!(broker.logins(), 1, "one failed login for the whole herd, no retry per request");
+    warden.shutdown(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_gives_up_while_asking_for_the_herd_hands_the_asking_on() {
+    let broker = Arc::new(ScriptedBroker::new("slow").with_latency(Duration::from_millis(200)));
+    let warden = Warden::builder().clock(clock_at(MONDAY_0900_IST)).build().await.unwrap();
+    let mut policy = quiet_policy(Preset::Reactive);
+    policy.mode = Mode::Lazy;
+    let spec = SessionSpec::new(SessionId::new("slow").unwrap(), broker.clone()).with_policy(policy);
+    let session = warden.open(spec).await.unwrap();
+    // The first request asks for the herd, then its caller gives up.
+    let first = {
+        let session = session.clone();
+        tokio::spawn(async move { session.token().await.map(|lease| lease.generation) })
+    };
+    tokio::task::yield_now().await;
+    let rest: Vec<_> = (0..100)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.token().await.map(|lease| lease.generation) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    first.abort();
+    for task in rest {
+        assert_eq!(task.await.unwrap(), Ok(Generation(1)), "the others still get the token");
+    }
+    assert_eq!(broker.logins(), 1);
+    warden.shutdown(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_beyond_max_waiters_are_refused_at_once() {
+    let broker = Arc::new(ScriptedBroker::new("full").with_latency(Duration::from_millis(200)));
+    let warden = Warden::builder().clock(clock_at(MONDAY_0900_IST)).build().await.unwrap();
+    let mut policy = quiet_policy(Preset::Reactive);
+    policy.mode = Mode::Lazy;
+    policy.max_waiters = 10;
+    let spec = SessionSpec::new(SessionId::new("full").unwrap(), broker.clone()).with_policy(policy);
+    let session = warden.open(spec).await.unwrap();
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.token().await.map(|lease| lease.generation) })
+        })
+        .collect();
+    let mut served = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(generation) => {
+                assert_eq!(generation, Generation(1));
+                served += 1;
+            }
+            Err(warden_actors::TokenError::Overloaded { max_waiters: 10 }) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!((served, refused), (10, 20), "ten wait, the rest are refused without waiting");
+    warden.shutdown(false).await;
+}

@@ -25,7 +25,7 @@ pub use broker::{
 };
 
 pub use store::{
-    FaultyStore, FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, MemoryStats, MemoryStore, ObservedLifetime,
-    QuarantineEntry, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError, SledOptions, SledStore, StoreKey,
-    WallClock, WriteFaults, observed_lifetimes,
+    FaultyStore, FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, LOG_STEP_FORMAT_VERSION, MemoryStats, MemoryStore,
+    ObservedLifetime, QuarantineEntry, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError, SledOptions,
+    SledStore, StoreKey, WallClock, WriteFaults, observed_lifetimes,
 };

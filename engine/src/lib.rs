@@ -57,7 +57,7 @@ pub use policy::{
 };
 pub use ports::{
     BoxFuture, Broker, BrokerError, BrokerRequest, Capabilities, Delivery, Durability, KeepaliveStatus, LoadOutcome,
-    LoginRequest, Store, StoreError,
+    LoginRequest, Pending, Store, StoreError,
 };
 pub use retry::{AfterFailure, FailedCall, Idempotency};
 pub use secret::Secret;

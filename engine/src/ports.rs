@@ -235,6 +235,18 @@ pub enum Durability {
     Flushed,
 }
 
+/// What a write made with [`Store::save_deferred`] still needs before it survives a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pending {
+    /// Nothing: it is as durable as this store makes anything (it is in memory, it flushed already, or it
+    /// is set to reach the disk only in the background).
+    Durable,
+    /// It is durable once a [`Store::flush`] that starts after the write has returned `Ok`: one flush
+    /// serves the writes of many sessions (group commit).
+    Flush,
+}
+
 /// What loading a session's snapshot found.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -304,8 +316,19 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError>;
     /// Replaces a session's snapshot.
     fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError>;
+    /// Replaces a session's snapshot that must survive a crash ([`Durability::Flushed`]) without waiting
+    /// for the disk: the caller learns what is still needed ([`Pending`]) and arranges the flush, so that
+    /// one flush serves many sessions. The default saves with `Flushed` and answers `Durable`.
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.save(snapshot, Durability::Flushed).map(|()| Pending::Durable)
+    }
     /// Appends to a session's transition log (the oldest entries beyond the retention cap are dropped).
     fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError>;
+    /// Appends several entries to a session's transition log, in order (one write where the store can).
+    /// The default appends them one by one.
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
+        events.iter().try_for_each(|event| self.append_log(session, event))
+    }
     /// The newest `limit` log entries of a session, oldest first.
     fn read_log(&self, session: &SessionId, limit: usize) -> Result<Vec<SessionEvent>, StoreError>;
     /// Forgets a session (snapshot and log).

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod html;
 pub mod mock;
 pub mod model;

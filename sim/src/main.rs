@@ -1,4 +1,4 @@
-//! The `warden-sim` command line: replay scenarios, compare policies.
+//! The `warden-sim` command line: replay scenarios, compare policies, serve mock brokers, measure at scale.
 //!
 //! ```text
 //! warden-sim run sim/scenarios                      # every scenario; exit 1 if an expectation fails
@@ -9,6 +9,7 @@
 //! warden-sim mock-broker --broker zerodha --port 8000                # a Kite-compatible mock broker
 //! warden-sim mock-broker --broker ibkr --scenario sim/scenarios/http/ibkr.toml --for 10m
 //! warden-sim gen-creds --broker ibkr ./ibkr-keys                     # client and mock key material
+//! warden-sim bench --quick --json bench.json      # measure warden at scale (docs/benchmarks.md)
 //! ```
 //!
 //! Tables and the summary go to standard output (to standard error when `--json -` takes standard
@@ -136,6 +137,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Measure warden at scale beside what users would build instead (see docs/benchmarks.md).
+    Bench(warden_sim::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -253,6 +256,7 @@ fn main() -> ExitCode {
             mock_broker_command(args)
         }
         Command::GenCreds { broker, dir } => gen_creds_command(&broker, &dir),
+        Command::Bench(args) => warden_sim::bench::run(args),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A [`WriteFaults`] switch (cheap to clone; every clone controls the same store) decides: while
 //! [`WriteFaults::set_failing`] is on, or for the next `n` writes after [`WriteFaults::fail_next`], every
-//! write — `save`, `append_log`, `remove`, `flush` — returns [`StoreError::WriteFailed`] without reaching
+//! write — `save`, `save_deferred`, `append_log`, `append_logs`, `remove`, `flush` — returns [`StoreError::WriteFailed`] without reaching
 //! the inner store. Reads (`load`, `read_log`) always pass through.
 //!
 //! ```
@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use warden_engine::{Durability, LoadOutcome, SessionEvent, SessionId, Snapshot, Store, StoreError};
+use warden_engine::{Durability, LoadOutcome, Pending, SessionEvent, SessionId, Snapshot, Store, StoreError};
 
 /// The switch of a [`FaultyStore`]. Clones share the switch.
 #[derive(Clone, Debug, Default)]
@@ -112,9 +112,19 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.save(snapshot, durability)
     }
 
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.faults.check("save")?;
+        self.inner.save_deferred(snapshot)
+    }
+
     fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
         self.faults.check("append_log")?;
         self.inner.append_log(session, event)
+    }
+
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
+        self.faults.check("append_log")?;
+        self.inner.append_logs(session, events)
     }
 
     fn read_log(&self, session: &SessionId, limit: usize) -> Result<Vec<SessionEvent>, StoreError> {

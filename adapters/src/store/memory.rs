@@ -1,8 +1,9 @@
 //! [`MemoryStore`]: a [`Store`] in memory, for tests and for runs that need no persistence.
 //!
 //! It behaves like the sled store where tests can tell: snapshots go through the same rmp-serde encoding
-//! (so a field that does not survive serialisation fails here too), logs keep the newest
-//! `log_retention` entries, and [`MemoryStore::put_unreadable`] plants a record that the next
+//! (so a field that does not survive serialisation fails here too), logs keep the entries of the newest
+//! `log_retention` steps (an `append_log` is a step of one entry, an `append_logs` a step of all of its
+//! entries), and [`MemoryStore::put_unreadable`] plants a record that the next
 //! [`Store::load`] reports as [`LoadOutcome::Quarantined`]. The handle is an `Arc` inside: clone it, give
 //! one clone to the code under test and inspect the other ([`MemoryStore::snapshot`],
 //! [`MemoryStore::log`], [`MemoryStore::stats`]).
@@ -20,12 +21,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use warden_engine::{Durability, LoadOutcome, SessionEvent, SessionId, Snapshot, Store, StoreError};
+use warden_engine::{Durability, LoadOutcome, Pending, SessionEvent, SessionId, Snapshot, Store, StoreError};
 use zeroize::Zeroizing;
 
 use super::lifetimes::{ObservedLifetime, observed_lifetimes};
 
-/// Log entries kept per session unless set otherwise.
+/// Log steps kept per session unless set otherwise.
 pub const DEFAULT_MEMORY_LOG_RETENTION: usize = 1_000;
 
 /// Counts of what a [`MemoryStore`] was asked to do.
@@ -40,7 +41,7 @@ pub struct MemoryStats {
     pub loads: u64,
     /// Loads that found an unreadable record and quarantined it.
     pub quarantined: u64,
-    /// `append_log` calls.
+    /// Log entries appended (`append_log`, and every entry of `append_logs`).
     pub log_appends: u64,
     /// `flush` calls.
     pub flushes: u64,
@@ -57,7 +58,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     snapshots: HashMap<SessionId, Slot>,
-    logs: HashMap<SessionId, VecDeque<SessionEvent>>,
+    /// Each session's log, one list of entries per step.
+    logs: HashMap<SessionId, VecDeque<Vec<SessionEvent>>>,
     log_retention: usize,
     stats: MemoryStats,
 }
@@ -68,14 +70,14 @@ enum Slot {
 }
 
 impl MemoryStore {
-    /// An empty store keeping [`DEFAULT_MEMORY_LOG_RETENTION`] log entries per session.
+    /// An empty store keeping [`DEFAULT_MEMORY_LOG_RETENTION`] log steps per session.
     pub fn new() -> MemoryStore {
         MemoryStore::with_log_retention(DEFAULT_MEMORY_LOG_RETENTION)
     }
 
-    /// An empty store keeping the newest `entries` log entries per session.
-    pub fn with_log_retention(entries: usize) -> MemoryStore {
-        let inner = Inner { log_retention: entries, ..Inner::default() };
+    /// An empty store keeping the newest `steps` log steps per session (as the sled store does).
+    pub fn with_log_retention(steps: usize) -> MemoryStore {
+        let inner = Inner { log_retention: steps, ..Inner::default() };
         MemoryStore { inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -94,7 +96,7 @@ impl MemoryStore {
 
     /// A session's whole log, oldest first.
     pub fn log(&self, session: &SessionId) -> Vec<SessionEvent> {
-        self.lock().logs.get(session).map(|log| log.iter().cloned().collect()).unwrap_or_default()
+        self.lock().logs.get(session).map(|log| log.iter().flatten().cloned().collect()).unwrap_or_default()
     }
 
     /// The sessions that have a snapshot (readable or not), sorted.
@@ -177,12 +179,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.save(snapshot, Durability::Flushed).map(|()| Pending::Durable)
+    }
+
     fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
+        self.append_logs(session, std::slice::from_ref(event))
+    }
+
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        inner.stats.log_appends += 1;
+        inner.stats.log_appends += events.len() as u64;
         let retention = inner.log_retention;
+        if events.is_empty() {
+            return Ok(());
+        }
         let log = inner.logs.entry(session.clone()).or_default();
-        log.push_back(event.clone());
+        log.push_back(events.to_vec());
         while log.len() > retention {
             log.pop_front();
         }
@@ -192,7 +205,8 @@ impl Store for MemoryStore {
     fn read_log(&self, session: &SessionId, limit: usize) -> Result<Vec<SessionEvent>, StoreError> {
         let inner = self.lock();
         let Some(log) = inner.logs.get(session) else { return Ok(Vec::new()) };
-        Ok(log.iter().skip(log.len().saturating_sub(limit)).cloned().collect())
+        let all: Vec<&SessionEvent> = log.iter().flatten().collect();
+        Ok(all[all.len().saturating_sub(limit)..].iter().map(|e| (*e).clone()).collect())
     }
 
     fn remove(&self, session: &SessionId) -> Result<(), StoreError> {

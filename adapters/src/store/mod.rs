@@ -21,5 +21,5 @@ pub use faulty::{FaultyStore, WriteFaults};
 pub use key::{KEY_ENV_VAR, KeyLookup, KeySource, StoreKey};
 pub use lifetimes::{ObservedLifetime, observed_lifetimes};
 pub use memory::{MemoryStats, MemoryStore};
-pub use record::{RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError};
+pub use record::{LOG_STEP_FORMAT_VERSION, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError};
 pub use sled_store::{FlushPolicy, QuarantineEntry, SledOptions, SledStore, WallClock};

@@ -18,13 +18,14 @@
 //! [`RecordCodec::salvage_login_attempts`] reads just the login history out of a snapshot record that
 //! decrypts but does not decode as a whole.
 //!
-//! [`RecordCodec::open_snapshot`] and [`RecordCodec::open_log`] never panic on stored bytes: every
+//! [`RecordCodec::open_snapshot`], [`RecordCodec::open_log`] and [`RecordCodec::open_log_step`] never panic
+//! on stored bytes: every
 //! problem is a [`RecordError`] whose message (the quarantine reason) names it without quoting record
 //! contents. Plaintext buffers are zeroed after use.
 
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, Generate, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,11 @@ use super::key::StoreKey;
 
 /// The envelope format this build writes and reads (the `format` field of every record).
 pub const RECORD_FORMAT_VERSION: u32 = 1;
+
+/// The envelope version of a log record holding the entries of one step of a session (a list): what the
+/// store writes to the log. Log records of [`RECORD_FORMAT_VERSION`] (one entry each, written by older
+/// builds) are still read.
+pub const LOG_STEP_FORMAT_VERSION: u32 = 2;
 
 /// The first byte of every sealed record: the layout `nonce ‖ ciphertext ‖ tag` with XChaCha20-Poly1305.
 pub const RECORD_LAYOUT: u8 = 1;
@@ -190,6 +196,18 @@ struct LoginAttemptsOnly {
 /// The plaintext of the key check record.
 const KEY_CHECK_TEXT: &str = "warden-store key check";
 
+/// The plaintext room a record is sealed in before its buffer has to grow (a snapshot with a long token
+/// and a few extras fits).
+const SEAL_CAPACITY: usize = 2048;
+
+/// A fresh random nonce from the operating system's generator.
+fn new_nonce(address: &RecordAddress<'_>) -> Result<XNonce, StoreError> {
+    XNonce::try_generate().map_err(|e| StoreError::Encode {
+        session: session_of(address).to_owned(),
+        detail: format!("the system random generator failed to make a nonce: {e}"),
+    })
+}
+
 impl RecordCodec {
     /// A codec for this key.
     pub fn new(key: &StoreKey) -> RecordCodec {
@@ -202,9 +220,15 @@ impl RecordCodec {
         self.seal_envelope(RecordAddress::Snapshot(&snapshot.session_id), RECORD_FORMAT_VERSION, snapshot)
     }
 
-    /// Seals a log entry for position `seq` of a session's log.
+    /// Seals a log entry for position `seq` of a session's log, as older builds wrote it (one entry per
+    /// record, [`RECORD_FORMAT_VERSION`]).
     pub fn seal_log(&self, session: &SessionId, seq: u64, event: &SessionEvent) -> Result<Vec<u8>, StoreError> {
         self.seal_envelope(RecordAddress::Log(session, seq), RECORD_FORMAT_VERSION, event)
+    }
+
+    /// Seals the entries of one step for position `seq` of a session's log ([`LOG_STEP_FORMAT_VERSION`]).
+    pub fn seal_log_step(&self, session: &SessionId, seq: u64, events: &[SessionEvent]) -> Result<Vec<u8>, StoreError> {
+        self.seal_envelope(RecordAddress::Log(session, seq), LOG_STEP_FORMAT_VERSION, &events)
     }
 
     /// Seals any body in an envelope of any format version. The store writes only
@@ -215,21 +239,30 @@ impl RecordCodec {
         format: u32,
         body: &T,
     ) -> Result<Vec<u8>, StoreError> {
-        // The one place a record's secrets are serialised in clear: the bytes are sealed below.
-        let encoded = serialize_exposed(|| rmp_serde::to_vec_named(&EnvelopeOut { format, body }));
-        let plaintext = Zeroizing::new(encoded.map_err(|e| StoreError::Encode {
+        let nonce = new_nonce(&address)?;
+        // The record's bytes: the layout, the nonce, then the plaintext written in place and encrypted in
+        // place (one buffer, sized for a snapshot so that it rarely grows; zeroed if encoding fails).
+        let mut record = Zeroizing::new(Vec::with_capacity(1 + NONCE_LEN + SEAL_CAPACITY + TAG_LEN));
+        record.push(RECORD_LAYOUT);
+        record.extend_from_slice(&nonce);
+        // The one place a record's secrets are serialised in clear: the bytes are encrypted below.
+        let encoded = serialize_exposed(|| rmp_serde::encode::write_named(&mut *record, &EnvelopeOut { format, body }));
+        encoded.map_err(|e| StoreError::Encode {
             session: session_of(&address).to_owned(),
             detail: format!("rmp-serde: {e}"),
-        })?);
-        self.seal_bytes(address, &plaintext)
+        })?;
+        let aad = address.associated_data();
+        let tag =
+            self.cipher.encrypt_inout_detached(&nonce, &aad, (&mut record[1 + NONCE_LEN..]).into()).map_err(|_| {
+                StoreError::Encode { session: session_of(&address).to_owned(), detail: "encryption failed".to_owned() }
+            })?;
+        record.extend_from_slice(&tag);
+        Ok(std::mem::take(&mut *record))
     }
 
     /// Seals raw plaintext bytes (no envelope) at an address.
     pub fn seal_bytes(&self, address: RecordAddress<'_>, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let nonce = XNonce::try_generate().map_err(|e| StoreError::Encode {
-            session: session_of(&address).to_owned(),
-            detail: format!("the system random generator failed to make a nonce: {e}"),
-        })?;
+        let nonce = new_nonce(&address)?;
         let aad = address.associated_data();
         let ciphertext = self.cipher.encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).map_err(|_| {
             StoreError::Encode { session: session_of(&address).to_owned(), detail: "encryption failed".to_owned() }
@@ -329,6 +362,24 @@ impl RecordCodec {
         check_format(&plaintext, address)?;
         let envelope: EnvelopeIn<SessionEvent> = decode(&plaintext, address)?;
         Ok(envelope.body)
+    }
+
+    /// Opens the log record at position `seq` of a session's log: the entries of one step (a record of
+    /// [`LOG_STEP_FORMAT_VERSION`]), or the one entry of a record of [`RECORD_FORMAT_VERSION`].
+    pub fn open_log_step(
+        &self,
+        session: &SessionId,
+        seq: u64,
+        record: &[u8],
+    ) -> Result<Vec<SessionEvent>, RecordError> {
+        let address = RecordAddress::Log(session, seq);
+        let plaintext = self.open_bytes(address, record)?;
+        let head: EnvelopeIn<IgnoredAny> = decode(&plaintext, address)?;
+        match head.format {
+            RECORD_FORMAT_VERSION => Ok(vec![decode::<EnvelopeIn<SessionEvent>>(&plaintext, address)?.body]),
+            LOG_STEP_FORMAT_VERSION => Ok(decode::<EnvelopeIn<Vec<SessionEvent>>>(&plaintext, address)?.body),
+            found => Err(RecordError::UnsupportedFormat { found, supported: LOG_STEP_FORMAT_VERSION }),
+        }
     }
 }
 

@@ -447,7 +447,12 @@ impl Session {
 
     /// The next effect to carry out; call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let output = self.out.pop_front();
+        if output.is_none() && self.out.capacity() > 0 {
+            // Drained: give the buffer back (a runtime holds many idle sessions; a step's outputs are few).
+            self.out = VecDeque::new();
+        }
+        output
     }
 
     /// The next instant at which [`Session::handle_tick`] has work, if any. Always later than the last

@@ -1,8 +1,8 @@
 //! [`SledStore`]: the [`Store`] on disk, in a sled database, every record encrypted.
 //!
 //! Five trees: `snapshots` (key: session id; value: the sealed [`Snapshot`]), `log` (key: session id,
-//! a zero byte, the big-endian sequence number; value: a sealed [`SessionEvent`]; append-only, trimmed to
-//! [`SledOptions::log_retention`] entries per session), `quarantine` and `quarantine_log` (snapshot and
+//! a zero byte, the big-endian sequence number; value: the sealed [`SessionEvent`]s of one step;
+//! append-only, trimmed to [`SledOptions::log_retention`] steps per session), `quarantine` and `quarantine_log` (snapshot and
 //! log records that could not be read, moved aside with the reason, each with its own cap so that log
 //! entries never push out snapshots; key: a big-endian id from sled's id generator, then the session id)
 //! and `meta` (the key check, see [`keys`]). Records are sealed by [`RecordCodec`]: see
@@ -36,7 +36,6 @@ pub mod keys;
 pub mod known;
 pub mod open;
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
@@ -48,7 +47,8 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 use warden_engine::{
-    Durability, LoadOutcome, SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, Store, StoreError, UnixMs,
+    Durability, LoadOutcome, Pending, SNAPSHOT_FORMAT_VERSION, SessionEvent, SessionId, Snapshot, Store, StoreError,
+    UnixMs,
 };
 
 pub use self::keys::KEY_PROBE_LIMIT;
@@ -75,7 +75,7 @@ const FRESH_START: &[u8] = b"fresh_start";
 /// there were moved to `quarantine_log`).
 const QUARANTINE_SORTED: &[u8] = b"quarantine_sorted";
 
-/// Log entries kept per session unless set otherwise.
+/// Log steps (records of one step's entries) kept per session unless set otherwise.
 pub const DEFAULT_LOG_RETENTION: usize = 1_000;
 /// Quarantined snapshot records kept (all sessions together) unless set otherwise; the oldest go first.
 pub const DEFAULT_QUARANTINE_RETENTION: usize = 10_000;
@@ -93,7 +93,9 @@ pub const DEFAULT_BACKGROUND_FLUSH_MS: u64 = 500;
 #[non_exhaustive]
 pub enum FlushPolicy {
     /// A `save` asking for [`Durability::Flushed`] (the engine asks on every grant change) flushes before
-    /// it returns; other writes reach the disk with sled's background flush.
+    /// it returns, and a [`Store::save_deferred`] answers [`Pending::Flush`] (the runtime's group commit
+    /// flushes it together with other sessions' writes); other writes reach the disk with sled's
+    /// background flush.
     #[default]
     AsRequested,
     /// Every `save`, `append_log` and `remove` flushes before it returns.
@@ -182,10 +184,11 @@ impl SledOptions {
         self
     }
 
-    /// Log entries kept per session, at least 1 (default [`DEFAULT_LOG_RETENTION`]).
+    /// Log steps kept per session (each the entries of one step of the session), at least 1 (default
+    /// [`DEFAULT_LOG_RETENTION`]).
     #[must_use]
-    pub fn log_retention(mut self, entries: usize) -> SledOptions {
-        self.log_retention = entries.max(1);
+    pub fn log_retention(mut self, steps: usize) -> SledOptions {
+        self.log_retention = steps.max(1);
         self
     }
 
@@ -295,7 +298,20 @@ impl fmt::Debug for QuarantineEntry {
     }
 }
 
-/// Where a session's log stands: the next sequence number and the oldest one that may still be stored.
+/// The sessions with records, the lines not yet written to the list file, and the file open for
+/// appending (opened at the first append, and again after the file was replaced).
+#[derive(Default)]
+struct KnownList {
+    sessions: HashSet<SessionId>,
+    /// New sessions' lines, written to the file (and fsync-ed) before the next flush of the store.
+    unwritten: Vec<u8>,
+    file: Option<fs::File>,
+}
+
+/// How many locks order the writes of sessions (a session's writes always take the same one).
+const STRIPES: usize = 64;
+
+/// Where a session's log stands: the next sequence number, and a lower bound of the ones still stored.
 #[derive(Clone, Copy, Debug)]
 struct LogCursor {
     next: u64,
@@ -368,14 +384,21 @@ pub struct SledStore {
     quarantine_len: AtomicUsize,
     quarantine_log_len: AtomicUsize,
     clock: Option<WallClock>,
-    /// Held across a snapshot's tree read or write and its cache update, so the cache never goes stale.
+    /// One of these is held across every write of a session (snapshot, log, removal) and across a read
+    /// of its snapshot with the cache update, so that a session's writes keep their order and the cache
+    /// never serves an older snapshot than the disk holds; sessions that hash apart never wait for each
+    /// other.
+    stripes: Box<[Mutex<()>]>,
+    /// The latest snapshots (held only for a lookup or an update).
     cache: Mutex<SnapshotCache>,
-    /// Held across a log append (sequence number, insert, trim).
+    /// Where each session's log stands (held only for a lookup or an update).
     cursors: Mutex<HashMap<SessionId, LogCursor>>,
     /// The sessions that have saved a snapshot (the `warden.sessions` file).
-    known: Mutex<HashSet<SessionId>>,
+    known: Mutex<KnownList>,
     /// The file was changed since it was last made durable (done before the next flush).
     known_unsynced: AtomicBool,
+    /// The file was replaced (rewritten and renamed) since the directory was last fsync-ed.
+    known_renamed: AtomicBool,
     /// Why a known session without a record starts fresh (the store was rebuilt or started over), if
     /// that is why; otherwise such a session's record was lost some other way.
     fresh_start: Option<String>,
@@ -465,17 +488,27 @@ impl SledStore {
             tracing::warn!(%problem, "the list of known sessions cannot be read; rebuilding it from the snapshots");
             None
         });
-        let mut known_sessions = listed.clone().unwrap_or_default();
+        let mut known_sessions = listed.as_ref().map(|l| l.sessions.clone()).unwrap_or_default();
         for key in trees.snapshots.iter().keys() {
             let key = key.map_err(|e| io_error(&path, format!("reading the snapshots: {e}")))?;
             if let Some(session) = std::str::from_utf8(&key).ok().and_then(|s| SessionId::new(s).ok()) {
                 known_sessions.insert(session);
             }
         }
+        if listed.as_ref().is_none_or(|l| !l.complete) {
+            // No list to trust (an older store, a lost or damaged file): the sessions with log entries
+            // count too, so that from here on a session not in the list has no record at all.
+            for key in trees.log.iter().keys() {
+                let key = key.map_err(|e| io_error(&path, format!("reading the log: {e}")))?;
+                if let Some((session, _)) = parse_log_key(&key) {
+                    known_sessions.insert(session);
+                }
+            }
+        }
 
         let Settled { codec, started_over } = settle_key(&path, &trees, &options, lookup)?;
 
-        if rebuilt.is_some() || listed.as_ref() != Some(&known_sessions) {
+        if rebuilt.is_some() || listed.as_ref().is_none_or(|l| !l.clean || l.sessions != known_sessions) {
             known::write(&path, &known_sessions, true)
                 .map_err(|e| io_error(&path, format!("cannot write the list of known sessions: {e}")))?;
         }
@@ -505,10 +538,12 @@ impl SledStore {
             quarantine_len: AtomicUsize::new(quarantine_len),
             quarantine_log_len: AtomicUsize::new(quarantine_log_len),
             clock: options.clock.clone(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             cache: Mutex::new(SnapshotCache { capacity: options.snapshot_cache_entries, entries: HashMap::new() }),
             cursors: Mutex::new(HashMap::new()),
-            known: Mutex::new(known_sessions),
+            known: Mutex::new(KnownList { sessions: known_sessions, unwritten: Vec::new(), file: None }),
             known_unsynced: AtomicBool::new(false),
+            known_renamed: AtomicBool::new(false),
             fresh_start,
             rebuilt,
             moved_aside,
@@ -582,7 +617,7 @@ impl SledStore {
         if let Some(reason) = &self.rebuilt {
             return Some(reason.clone());
         }
-        if !lock(&self.known).contains(session) {
+        if !lock(&self.known).sessions.contains(session) {
             return None;
         }
         Some(self.fresh_start.clone().unwrap_or_else(|| {
@@ -594,30 +629,42 @@ impl SledStore {
         }))
     }
 
-    /// Adds a session to the list of sessions that have saved, before its first snapshot is written (made
-    /// durable before the next flush). A failure is reported, not returned: the list only sharpens what a
-    /// lost record is reported as.
+    /// Adds a session to the list of sessions with records, before its first record is written: one line
+    /// for the file, written and fsync-ed before the next flush (so before the record can be reported
+    /// durable). A session new to the list has no log yet, so its log cursor starts at 0 without a scan.
     fn remember(&self, session: &SessionId) {
         let mut known = lock(&self.known);
-        if known.contains(session) {
+        if known.sessions.contains(session) {
             return;
         }
-        known.insert(session.clone());
-        match known::write(&self.path, &known, false) {
-            Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
-            Err(e) => {
-                known.remove(session);
-                tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions");
-            }
-        }
+        known.sessions.insert(session.clone());
+        known.unwritten.extend_from_slice(session.as_str().as_bytes());
+        known.unwritten.push(b'\n');
+        drop(known);
+        self.known_unsynced.store(true, Ordering::SeqCst);
+        lock(&self.cursors).entry(session.clone()).or_insert(LogCursor { next: 0, oldest: 0 });
     }
 
-    /// Removes a session from the list, after its records were removed.
+    /// The lock that orders `session`'s writes.
+    fn stripe(&self, session: &SessionId) -> MutexGuard<'_, ()> {
+        let hash = session
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        lock(&self.stripes[(hash % STRIPES as u64) as usize])
+    }
+
+    /// Removes a session from the list, after its records were removed (the file is rewritten whole).
     fn forget(&self, session: &SessionId) {
         let mut known = lock(&self.known);
-        if known.remove(session) {
-            match known::write(&self.path, &known, false) {
-                Ok(()) => self.known_unsynced.store(true, Ordering::SeqCst),
+        if known.sessions.remove(session) {
+            known.file = None;
+            known.unwritten.clear();
+            match known::write(&self.path, &known.sessions, false) {
+                Ok(()) => {
+                    self.known_renamed.store(true, Ordering::SeqCst);
+                    self.known_unsynced.store(true, Ordering::SeqCst);
+                }
                 Err(e) => {
                     tracing::warn!(session = %session, error = %e, path = %self.path.display(), "cannot update the list of known sessions")
                 }
@@ -625,15 +672,47 @@ impl SledStore {
         }
     }
 
-    /// Makes the list of known sessions durable if it changed since it last was.
+    /// Writes the new sessions' lines and makes the list durable if it changed since it last was.
+    /// Sessions remembered while this runs set the flag again, so the next flush covers them. A failure
+    /// is reported, not returned: the list only sharpens what a lost record is reported as.
     fn sync_known(&self) {
         if self.known_unsynced.swap(false, Ordering::SeqCst) {
-            let _known = lock(&self.known);
-            if let Err(e) = known::sync(&self.path) {
+            {
+                let mut known = lock(&self.known);
+                if !known.unwritten.is_empty() {
+                    let file = match known.file.take() {
+                        Some(file) => Ok(file),
+                        None => known::open_for_append(&self.path),
+                    };
+                    let lines = std::mem::take(&mut known.unwritten);
+                    match file.and_then(|mut file| known::append_lines(&mut file, &lines).map(|()| file)) {
+                        Ok(file) => known.file = Some(file),
+                        Err(e) => {
+                            tracing::warn!(error = %e, path = %self.path.display(), "cannot update the list of known sessions")
+                        }
+                    }
+                }
+            }
+            let renamed = self.known_renamed.swap(false, Ordering::SeqCst);
+            if let Err(e) = known::sync(&self.path, renamed) {
                 self.known_unsynced.store(true, Ordering::SeqCst);
+                self.known_renamed.fetch_or(renamed, Ordering::SeqCst);
                 tracing::warn!(error = %e, path = %self.path.display(), "cannot sync the list of known sessions");
             }
         }
+    }
+
+    /// Seals and writes a snapshot (the list of known sessions first), keeping the cache in step.
+    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let session = &snapshot.session_id;
+        let record = self.codec.seal_snapshot(snapshot)?;
+        self.remember(session);
+        let _order = self.stripe(session);
+        self.snapshots
+            .insert(session.as_str().as_bytes(), record)
+            .map_err(|e| self.io(format!("writing the snapshot of session {session}: {e}")))?;
+        lock(&self.cache).put(snapshot);
+        Ok(())
     }
 
     /// Moves an unreadable record from `tree` to its quarantine (snapshots to `quarantine`, log entries to
@@ -697,31 +776,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// Finds where a session's log stands by looking at its first and last keys.
+    /// Finds where a session's log stands by looking at its last key (a scan: sled copies a whole node to
+    /// iterate, so this is done once per session and process, and never for a session new to the list).
+    /// The oldest sequence number is taken as 0, a lower bound: the first trim removes whatever is there.
     fn scan_cursor(&self, session: &SessionId) -> Result<LogCursor, StoreError> {
         let prefix = log_prefix(session);
-        let seq = |item: sled::Result<IVec>| -> Result<Option<u64>, StoreError> {
-            let key = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
-            Ok(seq_of(&key, prefix.len()))
-        };
-        let mut first = None;
-        for item in self.log.scan_prefix(&prefix).keys() {
-            if let Some(s) = seq(item)? {
-                first = Some(s);
-                break;
-            }
-        }
-        let mut last = None;
         for item in self.log.scan_prefix(&prefix).keys().rev() {
-            if let Some(s) = seq(item)? {
-                last = Some(s);
-                break;
+            let key = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
+            if let Some(last) = seq_of(&key, prefix.len()) {
+                return Ok(LogCursor { next: last.saturating_add(1), oldest: 0 });
             }
         }
-        Ok(match (first, last) {
-            (Some(oldest), Some(last)) => LogCursor { next: last.saturating_add(1), oldest },
-            _ => LogCursor { next: 0, oldest: 0 },
-        })
+        Ok(LogCursor { next: 0, oldest: 0 })
     }
 }
 
@@ -797,9 +863,13 @@ fn quarantine_key(id: u64, session: &str) -> Vec<u8> {
 
 impl Store for SledStore {
     fn load(&self, session: &SessionId) -> Result<LoadOutcome, StoreError> {
-        let mut cache = lock(&self.cache);
-        if let Some(snapshot) = cache.entries.get(session) {
+        let _order = self.stripe(session);
+        if let Some(snapshot) = lock(&self.cache).entries.get(session) {
             return Ok(LoadOutcome::Found(Box::new(snapshot.clone())));
+        }
+        if self.rebuilt.is_none() && !lock(&self.known).sessions.contains(session) {
+            // Every session with a record is in the list: a new session needs no read.
+            return Ok(LoadOutcome::Missing);
         }
         let key = session.as_str().as_bytes();
         let Some(record) =
@@ -812,7 +882,7 @@ impl Store for SledStore {
         };
         match self.codec.open_snapshot(session, &record) {
             Ok(snapshot) => {
-                cache.put(&snapshot);
+                lock(&self.cache).put(&snapshot);
                 Ok(LoadOutcome::Found(Box::new(snapshot)))
             }
             Err(error) => {
@@ -826,16 +896,7 @@ impl Store for SledStore {
     }
 
     fn save(&self, snapshot: &Snapshot, durability: Durability) -> Result<(), StoreError> {
-        let session = &snapshot.session_id;
-        let record = self.codec.seal_snapshot(snapshot)?;
-        self.remember(session);
-        {
-            let mut cache = lock(&self.cache);
-            self.snapshots
-                .insert(session.as_str().as_bytes(), record)
-                .map_err(|e| self.io(format!("writing the snapshot of session {session}: {e}")))?;
-            cache.put(snapshot);
-        }
+        self.write_snapshot(snapshot)?;
         self.flush_if(match self.flush {
             FlushPolicy::AsRequested => durability == Durability::Flushed,
             FlushPolicy::Always => true,
@@ -843,29 +904,57 @@ impl Store for SledStore {
         })
     }
 
-    fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
-        {
-            let mut cursors = lock(&self.cursors);
-            let cursor = match cursors.entry(session.clone()) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => entry.insert(self.scan_cursor(session)?),
-            };
-            let seq = cursor.next;
-            let mut batch = sled::Batch::default();
-            batch.insert(log_key(session, seq), self.codec.seal_log(session, seq, event)?);
-            // Keep the newest `log_retention` sequence numbers: seq - retention + 1 ..= seq.
-            let keep_from = seq.saturating_add(1).saturating_sub(self.log_retention as u64);
-            if cursor.oldest < keep_from {
-                for key in self.log.range(log_key(session, cursor.oldest)..log_key(session, keep_from)).keys() {
-                    batch.remove(key.map_err(|e| self.io(format!("trimming the log of session {session}: {e}")))?);
-                }
-            }
-            self.log
-                .apply_batch(batch)
-                .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))?;
-            cursor.next = seq.saturating_add(1);
-            cursor.oldest = cursor.oldest.max(keep_from);
+    fn save_deferred(&self, snapshot: &Snapshot) -> Result<Pending, StoreError> {
+        self.write_snapshot(snapshot)?;
+        match self.flush {
+            FlushPolicy::AsRequested => Ok(Pending::Flush),
+            FlushPolicy::Always => self.flush().map(|()| Pending::Durable),
+            FlushPolicy::Never => Ok(Pending::Durable),
         }
+    }
+
+    fn append_log(&self, session: &SessionId, event: &SessionEvent) -> Result<(), StoreError> {
+        self.append_logs(session, std::slice::from_ref(event))
+    }
+
+    fn append_logs(&self, session: &SessionId, events: &[SessionEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.remember(session);
+        let _order = self.stripe(session);
+        let known_cursor = lock(&self.cursors).get(session).copied();
+        let mut cursor = match known_cursor {
+            Some(cursor) => cursor,
+            None => self.scan_cursor(session)?,
+        };
+        // The step's entries in one record, one plain insert (not a sled batch: a batch seals and writes
+        // sled's IO buffer before and after itself and takes a global lock).
+        let seq = cursor.next;
+        let written = self.codec.seal_log_step(session, seq, events).and_then(|record| {
+            self.log
+                .insert(log_key(session, seq), record)
+                .map(|_| cursor.next = seq.saturating_add(1))
+                .map_err(|e| self.io(format!("appending to the log of session {session}: {e}")))
+        });
+        // Keep the newest `log_retention` records: next - retention ..= next - 1.
+        let keep_from = cursor.next.saturating_sub(self.log_retention as u64);
+        let trimmed = if written.is_ok() && cursor.oldest < keep_from {
+            let trim_error = |e: sled::Error| self.io(format!("trimming the log of session {session}: {e}"));
+            let old: Result<Vec<IVec>, StoreError> = self
+                .log
+                .range(log_key(session, cursor.oldest)..log_key(session, keep_from))
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(trim_error);
+            old.and_then(|old| old.into_iter().try_for_each(|key| self.log.remove(key).map(|_| ()).map_err(trim_error)))
+                .map(|()| cursor.oldest = keep_from)
+        } else {
+            Ok(())
+        };
+        lock(&self.cursors).insert(session.clone(), cursor);
+        written?;
+        trimmed?;
         self.flush_if(self.flush == FlushPolicy::Always)
     }
 
@@ -879,25 +968,26 @@ impl Store for SledStore {
             }
             let (key, record) = item.map_err(|e| self.io(format!("reading the log of session {session}: {e}")))?;
             let opened = match seq_of(&key, prefix.len()) {
-                Some(seq) => self.codec.open_log(session, seq, &record).map_err(|e| e.to_string()),
+                Some(seq) => self.codec.open_log_step(session, seq, &record).map_err(|e| e.to_string()),
                 None => Err(format!("log key is {} bytes long, not a session id and a sequence number", key.len())),
             };
             match opened {
-                Ok(event) => events.push(event),
+                // Newest first: a step's entries go in backwards.
+                Ok(step) => events.extend(step.into_iter().rev()),
                 Err(reason) => unreadable.push((key, record, reason)),
             }
         }
         for (key, record, reason) in unreadable {
             self.quarantine_record(&self.log, LOG, session, &key, &record, &reason)?;
         }
+        events.truncate(limit);
         events.reverse();
         Ok(events)
     }
 
     fn remove(&self, session: &SessionId) -> Result<(), StoreError> {
         {
-            let mut cache = lock(&self.cache);
-            let mut cursors = lock(&self.cursors);
+            let _order = self.stripe(session);
             self.snapshots
                 .remove(session.as_str().as_bytes())
                 .map_err(|e| self.io(format!("removing the snapshot of session {session}: {e}")))?;
@@ -906,8 +996,8 @@ impl Store for SledStore {
                 batch.remove(key.map_err(|e| self.io(format!("removing the log of session {session}: {e}")))?);
             }
             self.log.apply_batch(batch).map_err(|e| self.io(format!("removing the log of session {session}: {e}")))?;
-            cache.entries.remove(session);
-            cursors.remove(session);
+            lock(&self.cache).entries.remove(session);
+            lock(&self.cursors).remove(session);
         }
         self.forget(session);
         self.flush_if(self.flush == FlushPolicy::Always)
