@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use warden_actors::SessionHandle;
 use warden_actors::stream::{Frame, StreamEvent, StreamHandle};
 use warden_adapters::broker::http::scrub_bytes;
+use warden_engine::SessionId;
 
 use crate::api::ApiError;
 use crate::app::App;
@@ -225,10 +226,8 @@ async fn relay(
                     StreamEvent::Message(_) => scrubbed(&session, encode(event)),
                     _ => encode(event),
                 };
-                if outbox.try_send(message).is_err() {
-                    let reason = format!("client too slow: {} frames waiting", limits.outbox);
-                    tracing::info!(session = %session.id(), "stream client disconnected: too slow");
-                    break End::Close(close(1008, &reason));
+                if let Some(end) = queue(&outbox, message, session.id()) {
+                    break end;
                 }
             }
             incoming = source.next() => {
@@ -238,13 +237,13 @@ async fn relay(
                         Ok(command) => command_reply(&stream, command).await,
                         Err(problem) => Some(error_frame(&problem)),
                     },
-                    Some(Ok(Message::Binary(bytes))) => command_reply(&stream, ClientCommand::Send(Frame::Binary(bytes.to_vec()))).await,
+                    Some(Ok(Message::Binary(bytes))) => {
+                        command_reply(&stream, ClientCommand::Send(Frame::Binary(bytes.to_vec()))).await
+                    }
                     Some(Ok(_)) => None,
                 };
-                if let Some(reply) = reply
-                    && outbox.try_send(reply).is_err()
-                {
-                    break End::Close(close(1008, &format!("client too slow: {} frames waiting", limits.outbox)));
+                if let Some(end) = reply.and_then(|reply| queue(&outbox, reply, session.id())) {
+                    break end;
                 }
             }
         }
@@ -252,6 +251,20 @@ async fn relay(
     let _ = end_tx.send(end);
     stream.close().await;
     let _ = writer.await;
+}
+
+/// Queues a frame for the client's writer; how the relay ends if it cannot: the client let
+/// `stream_buffer` frames pile up (too slow), or the writer already ended (a write failed or timed out).
+fn queue(outbox: &mpsc::Sender<Message>, message: Message, session: &SessionId) -> Option<End> {
+    match outbox.try_send(message) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::info!(%session, "stream client disconnected: too slow");
+            let reason = format!("client too slow: {} frames waiting", outbox.max_capacity());
+            Some(End::Close(close(1008, &reason)))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Some(End::Gone),
+    }
 }
 
 /// Hands a command to the stream; what to tell the client.
@@ -312,6 +325,20 @@ mod tests {
         assert!(problem.contains("exactly one key"), "{problem}");
         let problem = parse_command("not json secret-ish").unwrap_err();
         assert!(problem.starts_with("a command must be a JSON object") && !problem.contains("secret-ish"), "{problem}");
+    }
+
+    #[test]
+    fn a_full_outbox_lets_the_client_go_with_a_reason_and_a_closed_one_ends_quietly() {
+        let session = SessionId::new("s1").expect("id");
+        let (outbox, pending) = mpsc::channel::<Message>(2);
+        assert!(queue(&outbox, Message::Text("1".into()), &session).is_none());
+        assert!(queue(&outbox, Message::Text("2".into()), &session).is_none());
+        match queue(&outbox, Message::Text("3".into()), &session) {
+            Some(End::Close(frame)) => assert_eq!(frame, close(1008, "client too slow: 2 frames waiting")),
+            _ => panic!("a full outbox closes the client with 1008"),
+        }
+        drop(pending);
+        assert!(matches!(queue(&outbox, Message::Text("4".into()), &session), Some(End::Gone)));
     }
 
     #[test]
