@@ -470,8 +470,8 @@ async fn saxo_stream_is_reauthorised_in_place_and_loses_nothing() {
     let credentials = client.first_login_credentials(&mock, mock.now());
     let session = open(&warden, &client, credentials, policy(Duration::from_secs(1), None), "saxo").await;
     quote(&session, &client).await.expect("a quote after the authorization code grant");
-    // The mock ends the first token 3 s after it issued it (the grant says 2 s: `expires_in` is in whole
-    // seconds, rounded down).
+    // The mock ends the first token 3 s after it issued it (the grant says 2 or 3 s: `expires_in` is in
+    // whole seconds, rounded down, from when the answer is written).
     let first_death = session.try_token().unwrap().grant.issued_at.saturating_add(Duration::from_secs(3));
 
     let Adapter::Saxo(saxo) = client.adapter() else { unreachable!() };
@@ -488,6 +488,9 @@ async fn saxo_stream_is_reauthorised_in_place_and_loses_nothing() {
 
     // Refreshes (a second before the grant's expiry), each handed to the open socket, until well after the
     // first token died at the mock.
+    let second =
+        |e: &StreamEvent| matches!(e, StreamEvent::Reauthorized { generation } if *generation >= Generation(3));
+    events.until("a second re-authorisation", |e| second(e).then_some(())).await;
     let past = first_death.saturating_add(Duration::from_millis(500));
     let message_after = |e: &StreamEvent| (matches!(e, StreamEvent::Message(_)) && now() > past).then_some(());
     events.until("a message after the first token's death", message_after).await;

@@ -1,33 +1,39 @@
-//! The proxy's soak: a steady load through `ANY /proxy/{session}/…` against a local upstream with no
-//! request limit, for a while, measuring in the same run the proxy's latency beside direct calls to the
-//! upstream, and the process's resident memory.
+//! The proxy's soak: a steady load through `ANY /proxy/{session}/…` against the simulator's OAuth2 mock
+//! broker (`warden_sim::mock`, its request limit removed), for a while, measuring in the same run the
+//! proxy's latency beside direct calls to the mock, and the process's resident memory.
 //!
 //! ```text
 //! cargo run --release -p warden --example soak -- --seconds 600 --rate 500 [--direct-rate 100] [--check]
 //! ```
 //!
-//! Every `rate / direct-rate`-th tick sends a pair instead of a single proxied call: a direct call to the
-//! upstream, then the same call through the proxy, one after the other in one task, so both meet the
-//! same machine. Prints one JSON line: calls measured and failed, p50/p99 of proxied and direct calls,
-//! the proxy's overhead as the difference of those percentiles and as p50/p99 of the pairs'
-//! differences, and RSS after the warm-up (the first tenth of the run, at least 10 s), at the end and at
-//! its highest. With `--check` it exits 1 unless the RSS stayed within 10 % of its post-warm-up value,
-//! the overhead p99 (of the pairs) is at most 1 ms, and nothing failed.
+//! The session behind the proxy is a real one: warden's OAuth2 client-credentials adapter logs in at the
+//! mock's token endpoint, and every proxied call carries the grant it put on. The direct calls go to the
+//! same mock endpoint (`GET /api/v1/quote`) with the same bearer, read from the session's hot path before
+//! each call (outside the timing). Every `rate / direct-rate`-th tick sends a pair instead of a single
+//! proxied call: a direct call, then the same call through the proxy, one after the other in one task,
+//! so both meet the same machine. Prints one JSON line: calls measured and failed, p50/p99 of proxied and
+//! direct calls, the proxy's overhead as the difference of those percentiles and as p50/p99 of the pairs'
+//! differences, throughput, RSS after the warm-up (the first tenth of the run, at least 10 s), at the end
+//! and at its highest, and what the mock counted (logins, requests, rejected and dead-token calls). With
+//! `--check` it exits 1 unless the RSS stayed within 10 % of its post-warm-up value, the overhead p99 (of
+//! the pairs) is at most 1 ms, nothing failed, and the mock rejected no call.
 //!
-//! Everything runs in this one process (upstream, service, load), on the machine's cores. Latencies go
-//! into histograms allocated before the run (5 µs buckets), so the load generator's own memory does not
-//! grow with the run.
+//! Everything runs in this one process (mock, service, load), on the machine's cores: on a busy machine
+//! the overhead's p99 measures the scheduler as much as the proxy. Latencies go into histograms allocated
+//! before the run (5 µs buckets), so the load generator's own memory does not grow with the run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::mpsc;
-use warden_actors::testing::{Reply, ScriptedBroker};
-use warden_actors::{SessionSpec, Warden};
-use warden_adapters::broker::{HttpClient, HttpSettings, PlainApi};
-use warden_engine::{Credentials, Policy, Secret, SessionId};
+use warden_actors::{Clock, SessionSpec, Warden};
+use warden_adapters::broker::{BrokerApi, HttpClient, HttpSettings};
+use warden_engine::{Policy, Secret, SessionId};
 use warden_serve::{ServeConfig, ServedSession, Service};
+use warden_sim::mock::client::{Adapter, MockClient};
+use warden_sim::mock::{MockBroker, MockConfig};
+use warden_sim::model::{BrokerModel, BrokerSpec, ModelKind, RateLimit};
 
 const TOKEN: &str = "soak-bearer-token-0123456789-abcdefghijklmnop";
 
@@ -107,19 +113,17 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn upstream() -> std::net::SocketAddr {
-    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
-        let authorised = headers.get("authorization").is_some_and(|v| v.as_bytes().starts_with(b"Bearer soak-tok-"));
-        if authorised {
-            (axum::http::StatusCode::OK, [("content-type", "application/json")], "{\"ltp\":101.25,\"volume\":12345}")
-        } else {
-            (axum::http::StatusCode::UNAUTHORIZED, [("content-type", "application/json")], "{\"error\":\"token\"}")
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the upstream");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    addr
+/// The OAuth2 mock with no request limit, no order limit, no error rates and no reset, on the system clock.
+async fn oauth2_mock(clock: Clock) -> MockBroker {
+    let mut spec = BrokerSpec::preset(ModelKind::OAuth2);
+    spec.request_limit = RateLimit::default();
+    spec.order_limit = RateLimit::default();
+    spec.endpoints.clear();
+    spec.daily_reset = None;
+    spec.weekly_reset = None;
+    spec.idle_timeout = None;
+    let config = MockConfig::demo(BrokerModel::new(spec, 7), clock).expect("the OAuth2 model has a mock");
+    MockBroker::start(config).await.expect("the mock starts")
 }
 
 fn main() {
@@ -130,31 +134,33 @@ fn main() {
 }
 
 async fn run(args: Args) -> bool {
-    let upstream = upstream().await;
-    let warden = Warden::builder().memory_store().build().await.expect("warden");
-    let clock = warden.clock();
+    let clock = Clock::system();
+    let mock = oauth2_mock(clock.clone()).await;
+    let warden = Warden::builder().memory_store().clock(clock.clone()).build().await.expect("warden");
     let service = Service::builder(warden.clone(), ServeConfig::default(), Secret::new(TOKEN));
-    let broker = Arc::new(ScriptedBroker::new("soak").login_fallback(Reply::grant(Duration::from_secs(86_400))));
+    let http = HttpClient::new(HttpSettings::default()).expect("client");
+    let client = MockClient::for_mock(&mock, http, clock.clone()).expect("the OAuth2 adapter");
+    let Adapter::OAuth2(adapter) = client.adapter() else { unreachable!("an OAuth2 mock has the OAuth2 adapter") };
+    let api: Arc<dyn BrokerApi> = adapter.clone();
     let mut policy = Policy::default();
     policy.request_rate = None;
-    let spec = SessionSpec::new(SessionId::new("soak").expect("id"), broker.clone())
-        .with_credentials(Credentials::new().with("user", "u"))
+    let spec = SessionSpec::new(SessionId::new("soak").expect("id"), client.broker())
+        .with_credentials(client.credentials().clone())
         .with_policy(policy);
     let handle = warden.open(spec).await.expect("open");
-    let token = handle.token().await.expect("token").token().to_owned();
-    let http = HttpClient::new(HttpSettings::default()).expect("client");
-    let base = reqwest::Url::parse(&format!("http://{upstream}/api/")).expect("url");
-    let api = Arc::new(PlainApi::new(broker, base, http));
-    let service = service.session(ServedSession::new(handle, api)).build().await.expect("service");
+    handle.token().await.expect("the first login");
+    let base = reqwest::Url::parse(&format!("{}/", mock.base_url())).expect("url");
+    let served = ServedSession::new(handle.clone(), api).with_base_url(base);
+    let service = service.session(served).build().await.expect("service");
     let server = service.bind("127.0.0.1:0".parse().expect("addr"), None).await.expect("bind");
-    let proxy_url = format!("http://{}/proxy/soak/quotes/NSE:INFY", server.local_addr());
-    let direct_url = format!("http://{upstream}/api/quotes/NSE:INFY");
+    let proxy_url = format!("http://{}/proxy/soak/api/v1/quote?symbol=ACME", server.local_addr());
+    let direct_url = format!("{}/api/v1/quote?symbol=ACME", mock.base_url());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+    let load = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
     let (record, mut records) = mpsc::unbounded_channel::<Sample>();
     let total = Duration::from_secs(args.seconds);
     let warmup = (total / 10).max(Duration::from_secs(10)).min(total / 2);
@@ -212,8 +218,8 @@ async fn run(args: Args) -> bool {
         sent += 1;
         let record = record.clone();
         let clock = clock.clone();
-        let proxy = client.get(&proxy_url).bearer_auth(TOKEN);
-        let direct_call = sent.is_multiple_of(pair_every).then(|| client.get(&direct_url).bearer_auth(&token));
+        let proxy = load.get(&proxy_url).bearer_auth(TOKEN);
+        let direct_call = sent.is_multiple_of(pair_every).then(|| (load.get(&direct_url), handle.clone()));
         tokio::spawn(async move {
             let timed = |request: reqwest::RequestBuilder| {
                 let clock = clock.clone();
@@ -227,9 +233,13 @@ async fn run(args: Args) -> bool {
                 }
             };
             let sample = match direct_call {
-                Some(direct_call) => match (timed(direct_call).await, timed(proxy).await) {
-                    (Some(d), Some(p)) => Sample::Pair(d, p),
-                    _ => Sample::Failed,
+                // The session's bearer, read from the hot path before the timing starts.
+                Some((direct_call, handle)) => match handle.token().await.map(|lease| lease.token().to_owned()) {
+                    Ok(bearer) => match (timed(direct_call.bearer_auth(bearer)).await, timed(proxy).await) {
+                        (Some(d), Some(p)) => Sample::Pair(d, p),
+                        _ => Sample::Failed,
+                    },
+                    Err(_) => Sample::Failed,
                 },
                 None => timed(proxy).await.map_or(Sample::Failed, Sample::Proxied),
             };
@@ -244,6 +254,9 @@ async fn run(args: Args) -> bool {
     rss_max = rss_max.max(rss_end);
     let _ = stop.send(());
     let _ = serving.await;
+    let broker = mock.stats().model;
+    mock.stop().await;
+    let measured_s = total.saturating_sub(warmup).as_secs_f64().max(1e-3);
     let (p50, p99) = (proxied.quantile(0.5), proxied.quantile(0.99));
     let (d50, d99) = (direct.quantile(0.5), direct.quantile(0.99));
     let (o50, o99) = (paired.quantile(0.5), paired.quantile(0.99));
@@ -251,7 +264,8 @@ async fn run(args: Args) -> bool {
     let growth = (rss_max as f64 - rss_start as f64) / rss_start.max(1) as f64 * 100.0;
     let report = serde_json::json!({
         "seconds": args.seconds, "rate": args.rate, "pairs_per_second": args.rate / pair_every,
-        "proxied_measured": proxied.count, "pairs_measured": paired.count, "failures": failures,
+        "sent": sent, "proxied_measured": proxied.count, "pairs_measured": paired.count, "failures": failures,
+        "proxied_per_second": round(proxied.count as f64 / measured_s),
         "proxy_p50_ms": round(p50), "proxy_p99_ms": round(p99),
         "direct_p50_ms": round(d50), "direct_p99_ms": round(d99),
         "p99_difference_ms": round(p99 - d99),
@@ -259,6 +273,8 @@ async fn run(args: Args) -> bool {
         "rss_after_warmup_kib": rss_start, "rss_end_kib": rss_end, "rss_max_kib": rss_max,
         "rss_growth_pct": round(growth),
         "rss_timeline_s_kib": timeline,
+        "mock_logins": broker.logins, "mock_requests_ok": broker.requests_ok,
+        "mock_rejections": broker.rejections, "mock_dead_token_uses": broker.dead_token_uses,
     });
     println!("{report}");
     if !args.check {
@@ -275,6 +291,11 @@ async fn run(args: Args) -> bool {
     }
     if failures > 0 {
         eprintln!("soak: {failures} calls failed");
+        passed = false;
+    }
+    if broker.rejections > 0 || broker.dead_token_uses > 0 {
+        let (rejected, dead) = (broker.rejections, broker.dead_token_uses);
+        eprintln!("soak: the mock rejected {rejected} calls ({dead} with a dead token)");
         passed = false;
     }
     passed

@@ -57,11 +57,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError { status, code, detail: detail.into() }
     }
 
-    fn unknown(id: &str) -> ApiError {
+    pub(crate) fn unknown(id: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_session", format!("no served session `{id}`"))
     }
 }

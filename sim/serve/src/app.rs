@@ -53,6 +53,10 @@ pub struct App {
     pub in_flight: TaskTracker,
     /// Cancelled at shutdown: background tasks stop.
     pub stopping: CancellationToken,
+    /// Opens the broker streams relayed by `GET /v1/sessions/{id}/stream`.
+    pub streams: warden_actors::stream::Streams,
+    /// Stream relays open now (at most `max_streams`).
+    pub stream_relays: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for App {

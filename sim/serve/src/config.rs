@@ -12,6 +12,8 @@
 //! events_kept = 10000                # events kept for a resume with Last-Event-ID …
 //! events_kept_for = "1h"             # … and for how long at most
 //! max_event_subscribers = 1000
+//! max_streams = 64                   # broker streams relayed at once (GET /v1/sessions/ID/stream)
+//! stream_buffer = 1024               # frames waiting for a stream client; a client that lets it fill is let go
 //! browser_session_ttl = "12h"
 //!
 //! [serve.tls]
@@ -78,6 +80,8 @@ struct RawServe {
     events_kept: Option<usize>,
     events_kept_for: Option<HumanDuration>,
     max_event_subscribers: Option<usize>,
+    max_streams: Option<usize>,
+    stream_buffer: Option<usize>,
     browser_session_ttl: Option<HumanDuration>,
     tls: Option<RawTls>,
     #[serde(default)]
@@ -147,6 +151,10 @@ pub struct ServeConfig {
     pub events_kept_for: Duration,
     /// The most event streams open at once (SSE and WebSocket together).
     pub max_event_subscribers: usize,
+    /// The most broker streams relayed at once (`GET /v1/sessions/{id}/stream`).
+    pub max_streams: usize,
+    /// The frames a stream relay keeps waiting for its client; when full, the client is disconnected.
+    pub stream_buffer: usize,
     /// How long a browser's sign-in lasts.
     pub browser_session_ttl: Duration,
     /// TLS, when configured.
@@ -170,6 +178,8 @@ impl Default for ServeConfig {
             events_kept: 10_000,
             events_kept_for: Duration::from_secs(3600),
             max_event_subscribers: 1_000,
+            max_streams: 64,
+            stream_buffer: 1_024,
             browser_session_ttl: Duration::from_secs(12 * 3600),
             tls: None,
             sessions: Vec::new(),
@@ -258,6 +268,8 @@ impl ServeConfig {
                 raw.max_event_subscribers,
                 defaults.max_event_subscribers,
             )?,
+            max_streams: at_least_one("max_streams", raw.max_streams, defaults.max_streams)?,
+            stream_buffer: at_least_one("stream_buffer", raw.stream_buffer, defaults.stream_buffer)?,
             browser_session_ttl: positive(
                 "browser_session_ttl",
                 raw.browser_session_ttl,

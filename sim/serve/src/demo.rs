@@ -10,9 +10,11 @@
 //! watched on the page. Kite's and Saxo's first logins take a login code the demo asks its mock for (what
 //! a person would get from the broker's login page); after Kite's daily cut-off the session waits for a
 //! person, as a real one does (`GET {mock}/__mock/login-code`, then `POST /v1/sessions/kite/request-token`).
+//! The `kite`, `kotak-neo` and `ibkr` sessions relay their mock's feed at `GET /v1/sessions/{id}/stream`.
 
 use std::sync::Arc;
 
+use warden_actors::stream::{IbkrStream, KiteTicker, KotakStream, StreamProtocol, StreamSpec};
 use warden_actors::{Clock, SessionSpec};
 use warden_adapters::broker::{BrokerApi, HttpClient, HttpSettings};
 use warden_engine::{BoxFuture, SessionId};
@@ -118,8 +120,17 @@ impl DemoSource {
             ),
             None => None,
         };
+        // The mocks' feeds (Saxo's needs subscriptions made over HTTP with a context id: not relayed here).
+        let addr = broker.mock.addr();
+        let stream: Option<Arc<dyn StreamProtocol>> = match broker.client.adapter() {
+            Adapter::Kite(_) => Some(Arc::new(KiteTicker::new(format!("ws://{addr}/ws")))),
+            Adapter::Kotak(_) => Some(Arc::new(KotakStream::new(format!("ws://{addr}/realtime")))),
+            Adapter::Ibkr(_) => Some(Arc::new(IbkrStream::new(format!("ws://{addr}/v1/api/ws")))),
+            _ => None,
+        };
+        let stream = stream.map(StreamSpec::new);
         // The demo's configuration never changes: a reload leaves every session as it is.
-        Ok(SessionEntry { spec, api, base_url, login_url, revision: "demo".to_owned() })
+        Ok(SessionEntry { spec, api, base_url, login_url, revision: "demo".to_owned(), stream })
     }
 }
 

@@ -117,6 +117,8 @@ impl FileSource {
                 base_url,
                 login_url,
                 revision,
+                // warden.toml names no streaming URL yet: sessions from the file relay no stream.
+                stream: None,
             });
         }
         Ok(entries)

@@ -37,6 +37,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod source;
+pub mod stream;
 pub mod view;
 
 use std::net::SocketAddr;

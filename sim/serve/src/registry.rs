@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use reqwest::Url;
 use warden_actors::SessionHandle;
+use warden_actors::stream::StreamSpec;
 use warden_adapters::broker::BrokerApi;
 use warden_engine::SessionId;
 
@@ -37,6 +38,8 @@ pub struct ServedSession {
     pub revision: String,
     /// Who put it here.
     pub origin: Origin,
+    /// The broker stream `GET /v1/sessions/{id}/stream` relays (`None`: the route answers 404 `no_stream`).
+    pub stream: Option<StreamSpec>,
 }
 
 impl std::fmt::Debug for ServedSession {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for ServedSession {
             .field("api", &self.api.name())
             .field("base_url", &self.base_url.as_ref().map(Url::as_str))
             .field("origin", &self.origin)
+            .field("stream", &self.stream)
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +57,23 @@ impl std::fmt::Debug for ServedSession {
 impl ServedSession {
     /// A session handed in directly: its handle and its adapter's API.
     pub fn new(handle: SessionHandle, api: Arc<dyn BrokerApi>) -> ServedSession {
-        ServedSession { handle, api, base_url: None, login_url: None, revision: String::new(), origin: Origin::Direct }
+        ServedSession {
+            handle,
+            api,
+            base_url: None,
+            login_url: None,
+            revision: String::new(),
+            origin: Origin::Direct,
+            stream: None,
+        }
+    }
+
+    /// Sets the broker stream relayed by `GET /v1/sessions/{id}/stream`: a protocol of
+    /// `warden_actors::stream::brokers` for the broker's streaming URL (and, for Saxo, its reauthorizer).
+    #[must_use]
+    pub fn with_stream(mut self, stream: StreamSpec) -> ServedSession {
+        self.stream = Some(stream);
+        self
     }
 
     /// Sets the API root proxied calls go to.

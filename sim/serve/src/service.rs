@@ -21,7 +21,7 @@
 //! (`max_request_bytes`, refused by `Content-Length` before reading and while reading), then per group of
 //! routes: `/healthz` open; everything else behind the auth layer; the API routes under a time limit
 //! (`request_timeout`, 408 past it); the proxy under its own (`proxy_timeout`, see [`crate::proxy`]); the
-//! event streams under none (they end at shutdown).
+//! event streams and the broker stream relay ([`crate::stream`]) under none (they end at shutdown).
 
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use warden_actors::Warden;
+use warden_actors::stream::StreamSettings;
 use warden_engine::Secret;
 
 use crate::app::App;
@@ -116,7 +117,10 @@ impl ServiceBuilder {
             config.max_event_subscribers,
         ));
         let warden_events = self.warden_events;
+        let streams = warden_actors::stream::Streams::new(&self.warden, StreamSettings::default());
         let app = Arc::new(App {
+            streams,
+            stream_relays: Arc::default(),
             warden: self.warden,
             clock: clock.clone(),
             registry: Registry::default(),
@@ -239,7 +243,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout));
-    let streams = Router::new().route("/v1/events", get(api::events));
+    let streams = Router::new()
+        .route("/v1/events", get(api::events))
+        .route("/v1/sessions/{id}/stream", get(crate::stream::stream));
     let proxied =
         Router::new().route("/proxy/{session}", any(proxy::proxy)).route("/proxy/{session}/{*path}", any(proxy::proxy));
     let authorizer = Authorizer::new(app.auth.clone(), app.page.clone());

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use reqwest::Url;
 use serde::Serialize;
+use warden_actors::stream::StreamSpec;
 use warden_actors::{SessionSpec, Warden};
 use warden_adapters::broker::BrokerApi;
 use warden_engine::{BoxFuture, SessionId};
@@ -35,6 +36,8 @@ pub struct SessionEntry {
     pub login_url: Option<String>,
     /// A digest of the session's configuration: a different revision re-opens the session.
     pub revision: String,
+    /// The broker stream `GET /v1/sessions/{id}/stream` relays (`None`: none).
+    pub stream: Option<StreamSpec>,
 }
 
 impl std::fmt::Debug for SessionEntry {
@@ -143,6 +146,7 @@ async fn open(warden: &Warden, registry: &Registry, entry: SessionEntry) -> Resu
     served.login_url = entry.login_url;
     served.revision = entry.revision;
     served.origin = Origin::Source;
+    served.stream = entry.stream;
     registry.insert(served);
     Ok(())
 }

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use warden_engine::StateKind;
 use warden_serve::{ServeConfig, TlsFiles};
 
-const ROUTES: [(&str, &str); 24] = [
+const ROUTES: [(&str, &str); 25] = [
     ("GET", "/"),
     ("GET", "/callback/s1?code=abc"),
     ("POST", "/callback/s1"),
@@ -29,6 +29,7 @@ const ROUTES: [(&str, &str); 24] = [
     ("POST", "/v1/sessions/s1/logout"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/sessions/s1/stream"),
     ("POST", "/v1/signin"),
     ("POST", "/v1/signout"),
     ("GET", "/v1/whoami"),
@@ -60,10 +61,16 @@ async fn a_wrong_or_missing_bearer_gets_401_on_every_route_but_healthz() {
         let basic = client.request(method.clone(), served.url(path)).basic_auth("admin", Some(common::TOKEN));
         assert_eq!(basic.send().await.unwrap().status(), 401, "{method} {path}: only a bearer counts");
     }
-    let mut request = format!("ws://{}/v1/events", served.addr).into_client_request().unwrap();
-    request.headers_mut().insert("authorization", "Bearer wrong".parse().unwrap());
-    let refused = tokio_tungstenite::connect_async(request).await.unwrap_err().to_string();
-    assert!(refused.contains("401"), "{refused}");
+    for path in ["/v1/events", "/v1/sessions/s1/stream"] {
+        for bearer in [None, Some("Bearer wrong")] {
+            let mut request = format!("ws://{}{path}", served.addr).into_client_request().unwrap();
+            if let Some(bearer) = bearer {
+                request.headers_mut().insert("authorization", bearer.parse().unwrap());
+            }
+            let refused = tokio_tungstenite::connect_async(request).await.unwrap_err().to_string();
+            assert!(refused.contains("401"), "{path} with {bearer:?}: {refused}");
+        }
+    }
     assert_eq!(client.get(served.url("/healthz")).send().await.unwrap().status(), 200);
     assert!(upstream.seen().is_empty(), "nothing reached the broker");
     assert_eq!((served.brokers[0].logins(), served.brokers[0].logouts()), (1, 0), "nothing was done");

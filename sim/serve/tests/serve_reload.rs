@@ -39,6 +39,7 @@ fn entry(upstream: &Upstream, id: &str, revision: &str) -> SessionEntry {
         base_url: None,
         login_url: Some(format!("https://broker.example/login?app={id}")),
         revision: revision.into(),
+        stream: None,
     }
 }
 

@@ -168,10 +168,19 @@ fn trip(shared: &Shared, kind: CallKind) -> Trip {
 /// [`MAX_HOLD`] in all.
 pub(crate) async fn judge<T>(shared: &Shared, kind: CallKind, judge: impl FnOnce(Trip) -> (Duration, T)) -> T {
     let trip = trip(shared, kind);
-    tokio::time::sleep(trip.uplink().min(MAX_HOLD)).await;
+    hold(trip.uplink()).await;
     let (wait, answer) = judge(trip);
-    tokio::time::sleep(wait.saturating_sub(trip.uplink()).min(MAX_HOLD)).await;
+    hold(wait.saturating_sub(trip.uplink())).await;
     answer
+}
+
+/// Waits `span` (at most [`MAX_HOLD`]); no wait at all for zero. (tokio's timer has millisecond
+/// resolution: even a zero sleep waits for its next tick, which would add up to a millisecond per wait
+/// to a mock without latency.)
+async fn hold(span: Duration) {
+    if !span.is_zero() {
+        tokio::time::sleep(span.min(MAX_HOLD)).await;
+    }
 }
 
 /// A workload request with `token`, judged by the model.
