@@ -260,7 +260,9 @@ impl WardenBuilder {
 }
 
 /// Sled databases open in this process, by path: a `Warden` rebuilt on the same path while the old
-/// one's actors are still winding down shares the open database instead of failing on sled's lock.
+/// one's actors are still winding down shares the open database instead of failing on sled's lock, and
+/// one rebuilt while the old database is being closed waits (bounded) for the close. Entries stay after
+/// their store is gone (one per path this process opened).
 static OPEN_STORES: Mutex<Vec<(PathBuf, Weak<warden_adapters::SledStore>)>> = Mutex::new(Vec::new());
 
 fn open_sled(path: &Path, options: warden_adapters::SledOptions) -> Result<Arc<dyn Store>, WardenError> {
@@ -269,15 +271,33 @@ fn open_sled(path: &Path, options: warden_adapters::SledOptions) -> Result<Arc<d
         path: path.display().to_string(),
         detail: "the store registry lock is poisoned".to_owned(),
     })?;
-    open.retain(|(_, store)| store.strong_count() > 0);
     if let Some(store) = open.iter().find(|(p, _)| *p == key).and_then(|(_, s)| s.upgrade()) {
         return Ok(store);
     }
-    let store = Arc::new(warden_adapters::SledStore::open(path, options)?);
+    // This process had the store open: its last holder may be closing it on another thread right now (a
+    // flush on the blocking pool dropping the last reference), and the lock goes with the close.
+    let closing = open.iter().any(|(p, _)| *p == key);
+    let mut waited = Duration::ZERO;
+    let store = loop {
+        match warden_adapters::SledStore::open(path, options.clone()) {
+            Err(StoreError::Locked { .. }) if closing && waited < CLOSING_STORE_WAIT => {
+                std::thread::sleep(CLOSING_STORE_POLL);
+                waited += CLOSING_STORE_POLL;
+            }
+            result => break Arc::new(result?),
+        }
+    };
     let key = std::fs::canonicalize(path).unwrap_or(key);
+    open.retain(|(p, _)| *p != key);
     open.push((key, Arc::downgrade(&store)));
     Ok(store)
 }
+
+/// How long a `Warden` built on a store this process closed a moment ago waits for the close to release
+/// the store's lock, polling every [`CLOSING_STORE_POLL`]. A lock held by another process is reported
+/// at once.
+const CLOSING_STORE_WAIT: Duration = Duration::from_secs(2);
+const CLOSING_STORE_POLL: Duration = Duration::from_millis(10);
 
 /// The running warden: a supervisor, its sessions, a store, a clock, an event broadcast.
 #[derive(Clone)]

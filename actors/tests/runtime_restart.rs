@@ -202,3 +202,25 @@ async fn secrets_never_serialise_in_clear() {
     }
     warden.shutdown(false).await;
 }
+
+/// A store whose last holder is dropped on another thread (as a flush on the blocking pool does) can be
+/// opened again at once in this process: the new `Warden` waits for the close to release the lock
+/// instead of failing with `Locked` (a restart test failed that way once in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closed_on_another_thread_opens_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    for round in 0..20 {
+        let warden = Warden::builder().store_path(&path).build().await.unwrap();
+        let broker = Arc::new(ScriptedBroker::new("kotak").login_fallback(Reply::grant(Duration::from_secs(3600))));
+        let session = open(&warden, broker, password("p")).await;
+        session.token().await.unwrap();
+        warden.shutdown(false).await;
+        drop(session);
+        let closing = std::thread::spawn(move || drop(warden));
+        let again = Warden::builder().store_path(&path).build().await;
+        assert!(again.is_ok(), "round {round}: {:?}", again.err());
+        drop(again);
+        closing.join().unwrap();
+    }
+}
