@@ -72,6 +72,9 @@ pub const ALLOWANCE_BOOK_CAPACITY: usize = 1_024;
 /// is random per book, so the hash says nothing outside the process), or no grant (logins, refreshes).
 type GrantKey = Option<u64>;
 
+/// An entry's key: the broker's and the class's names (static in every adapter's table) and the grant.
+type AllowanceKey = (&'static str, &'static str, GrantKey);
+
 /// The latest remaining allowance per broker, endpoint class (`("saxo", "orders")`; requests in no class
 /// are filed under `"other"`) and grant: two sessions of one broker that share a client do not see each
 /// other's allowance. Responses without rate-limit headers change nothing. At most
@@ -79,7 +82,7 @@ type GrantKey = Option<u64>;
 #[derive(Default)]
 pub struct AllowanceBook {
     hasher: std::hash::RandomState,
-    latest: Mutex<BTreeMap<(String, String, GrantKey), ObservedAllowance>>,
+    latest: Mutex<BTreeMap<AllowanceKey, ObservedAllowance>>,
 }
 
 impl fmt::Debug for AllowanceBook {
@@ -91,29 +94,41 @@ impl fmt::Debug for AllowanceBook {
 impl AllowanceBook {
     /// Files what a response of `class` said at `at`, for the calls made with `grant` (`None`: calls
     /// without one, such as logins).
-    pub fn record(&self, broker: &str, class: &str, grant: Option<&Grant>, at: UnixMs, allowance: RateAllowance) {
+    pub fn record(
+        &self,
+        broker: &'static str,
+        class: &'static str,
+        grant: Option<&Grant>,
+        at: UnixMs,
+        allowance: RateAllowance,
+    ) {
         if allowance.is_empty() {
             return;
         }
-        let key = (broker.to_owned(), class.to_owned(), self.key_of(grant));
+        let key = (broker, class, self.key_of(grant));
         let mut latest = self.lock();
         latest.insert(key, ObservedAllowance { at, allowance });
         while latest.len() > ALLOWANCE_BOOK_CAPACITY {
-            let Some(oldest) = latest.iter().min_by_key(|(_, seen)| seen.at).map(|(key, _)| key.clone()) else { break };
+            let Some(oldest) = latest.iter().min_by_key(|(_, seen)| seen.at).map(|(key, _)| *key) else { break };
             latest.remove(&oldest);
         }
     }
 
     /// What `class` of `broker` reported last to calls made with `grant`.
-    pub fn latest(&self, broker: &str, class: &str, grant: Option<&Grant>) -> Option<ObservedAllowance> {
-        self.lock().get(&(broker.to_owned(), class.to_owned(), self.key_of(grant))).cloned()
+    pub fn latest(
+        &self,
+        broker: &'static str,
+        class: &'static str,
+        grant: Option<&Grant>,
+    ) -> Option<ObservedAllowance> {
+        self.lock().get(&(broker, class, self.key_of(grant))).cloned()
     }
 
     /// The latest report of every broker and class, whichever grant it came with.
-    pub fn all(&self) -> BTreeMap<(String, String), ObservedAllowance> {
-        let mut all: BTreeMap<(String, String), ObservedAllowance> = BTreeMap::new();
+    pub fn all(&self) -> BTreeMap<(&'static str, &'static str), ObservedAllowance> {
+        let mut all: BTreeMap<(&'static str, &'static str), ObservedAllowance> = BTreeMap::new();
         for ((broker, class, _), seen) in self.lock().iter() {
-            let entry = all.entry((broker.clone(), class.clone())).or_insert_with(|| seen.clone());
+            let entry = all.entry((*broker, *class)).or_insert_with(|| seen.clone());
             if seen.at > entry.at {
                 *entry = seen.clone();
             }
@@ -125,8 +140,8 @@ impl AllowanceBook {
     /// last answer to a call with `grant` in `route`'s class reported, for the runtime's limiter.
     pub fn reported(
         &self,
-        broker: &str,
-        table: &[EndpointLimit],
+        broker: &'static str,
+        table: &'static [EndpointLimit],
         grant: &Grant,
         route: Route<'_>,
     ) -> Option<ServerAllowance> {
@@ -146,7 +161,7 @@ impl AllowanceBook {
         grant.map(|g| self.hasher.hash_one(g.access_token.expose()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String, GrantKey), ObservedAllowance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AllowanceKey, ObservedAllowance>> {
         self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
