@@ -28,8 +28,16 @@ if [[ "$(id -u)" == 0 ]]; then
     RUN=(runuser -u postgres --)
 fi
 
-# A free port: ask the kernel for one, then release it for postgres.
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# A free port: a random one in 20000-59999 that nothing answers on (at most 50 tries).
+PORT=""
+for _ in $(seq 50); do
+    candidate=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+        PORT="$candidate"
+        break
+    fi
+done
+[[ -n "$PORT" ]] || { echo "start.sh: no free port found" >&2; exit 1; }
 
 "${RUN[@]}" "$PG_BIN/initdb" -D "$DIR/data" -U warden --auth=trust --no-sync -E UTF8 >"$DIR/initdb.log" 2>&1 \
     || { cat "$DIR/initdb.log" >&2; exit 1; }

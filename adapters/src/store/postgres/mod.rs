@@ -277,7 +277,17 @@ impl PostgresStore {
         let worker_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("warden-postgres".to_owned())
-            .spawn(move || worker::run(worker_shared, worker_config, client))
+            .spawn(move || {
+                let place = worker_config.place.clone();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker::run(worker_shared.clone(), worker_config, client)
+                }));
+                if ran.is_err() {
+                    // A bug, never stored bytes: the store stops answering at once instead of timing out.
+                    tracing::error!(store = %place, "PostgreSQL store: the worker thread panicked; the store is closed");
+                    worker::stopped(&worker_shared, &place);
+                }
+            })
             .map_err(|e| StoreError::Io { path: place.clone(), detail: format!("starting the worker thread: {e}") })?;
         Ok(PostgresStore {
             shared,

@@ -108,6 +108,8 @@ pub(super) struct State {
     pub last_error: Option<String>,
     /// The store was dropped: the worker commits what is queued (bounded) and stops.
     pub closing: bool,
+    /// The worker is gone (it panicked): nothing will be committed any more.
+    pub stopped: bool,
     /// Counters.
     pub stats: super::PostgresStats,
 }
@@ -154,6 +156,9 @@ impl Shared {
         overlay: impl FnOnce(&mut Overlay, u64),
     ) -> Result<u64, StoreError> {
         let mut state = self.lock();
+        if state.stopped {
+            return Err(StoreError::WriteFailed { detail: "the PostgreSQL store's worker stopped".to_owned() });
+        }
         if let (Some(fence), Some(refusal)) = (fence, state.refused.get(session))
             && fence <= refusal.fence
         {
@@ -194,6 +199,12 @@ impl Shared {
         let mut state = self.lock();
         let mut left = slices;
         while state.done < id {
+            if state.stopped {
+                return Err(StoreError::Io {
+                    path: place.to_owned(),
+                    detail: format!("{what}: the store's worker stopped; queued writes were not committed"),
+                });
+            }
             let (next, timed_out) = self.wait_progress(state);
             state = next;
             if timed_out {

@@ -236,6 +236,19 @@ fn give_up(shared: &Shared, place: &str) {
     shared.progress.notify_all();
 }
 
+/// After the worker panicked: the store refuses new work, and every waiting call and flush fails now.
+pub(super) fn stopped(shared: &Shared, place: &str) {
+    let mut state = shared.lock();
+    state.stopped = true;
+    state.last_error = Some("the worker thread panicked".to_owned());
+    let jobs: Vec<Box<dyn Job>> = state.jobs.drain(..).collect();
+    drop(state);
+    for mut job in jobs {
+        job.fail(StoreError::Io { path: place.to_owned(), detail: "the store's worker stopped".to_owned() });
+    }
+    shared.progress.notify_all();
+}
+
 /// Opens a connection and checks the schema is there (the first open also migrates, see
 /// [`schema::migrate`]).
 pub(super) fn connect(config: &WorkerConfig) -> Result<Client, postgres::Error> {
