@@ -540,3 +540,54 @@ fn a_flushed_save_that_cannot_commit_fails_after_a_bounded_wait() {
     assert!(flushed);
     assert_eq!(found(store.load(&s).expect("load")), bare_snapshot(&s));
 }
+
+#[test]
+fn two_members_racing_for_the_same_sessions_get_one_owner_each() {
+    let Some(pg) = pg("race") else { return };
+    let sessions: Vec<_> = (0..100).map(|n| id(&format!("race{n:03}"))).collect();
+    let winners: Vec<Vec<(usize, Fence)>> = std::thread::scope(|scope| {
+        let racers: Vec<_> = ["m1", "m2"]
+            .into_iter()
+            .map(|name| {
+                let (pg, sessions) = (pg.clone(), &sessions);
+                scope.spawn(move || {
+                    let store = pg.open();
+                    let me = member(name);
+                    let mut won = Vec::new();
+                    for (n, session) in sessions.iter().enumerate() {
+                        if let LeaseOutcome::Granted(lease) =
+                            store.acquire_lease(session, &me, TTL, t(0)).expect("acquire")
+                        {
+                            won.push((n, lease.fence));
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        racers.into_iter().map(|racer| racer.join().expect("racer")).collect()
+    });
+    let mut owners = vec![0; sessions.len()];
+    for won in &winners {
+        for (n, fence) in won {
+            owners[*n] += 1;
+            assert_eq!(*fence, Fence(1), "the first grant of a session");
+        }
+    }
+    assert!(owners.iter().all(|count| *count == 1), "exactly one owner per session: {owners:?}");
+    assert_eq!(pg.count("SELECT count(*) FROM leases WHERE fence = 1"), 100);
+}
+
+#[test]
+fn logs_are_trimmed_to_the_retention_in_passing() {
+    let Some(pg) = pg("log_retention") else { return };
+    let store = PostgresStore::open(pg.options(KEY_A).log_retention(5)).expect("open");
+    let s = id("s");
+    for n in 0..200 {
+        store.append_log(&s, &state_event(n)).expect("append");
+    }
+    store.flush().expect("flush");
+    let kept = pg.count("SELECT count(*) FROM log WHERE session = 's'");
+    assert!((5..=5 + 64).contains(&kept), "{kept} steps kept");
+    assert_eq!(store.read_log(&s, 3).expect("read"), vec![state_event(197), state_event(198), state_event(199)]);
+}
