@@ -7,8 +7,9 @@
 //! - [`config`]: the `warden.toml` file (store, sessions, adapter settings, credentials by reference) and
 //!   the located, did-you-mean errors shared with the simulator's scenario parser;
 //! - the [`Store`] port: [`SledStore`] keeps session snapshots and transition logs on disk in sled,
-//!   every record encrypted at rest; [`MemoryStore`] keeps them in memory for tests; [`FaultyStore`]
-//!   wraps either and fails writes on demand for the simulator. See [`store`] and `docs/store.md`.
+//!   every record encrypted at rest; [`PostgresStore`] keeps them in PostgreSQL for several processes,
+//!   with fenced leases on sessions; [`MemoryStore`] keeps them in memory for tests; [`FaultyStore`]
+//!   wraps any of them and fails writes on demand for the simulator. See [`store`] and `docs/store.md`.
 //!
 //! [`Broker`]: warden_engine::Broker
 //! [`Store`]: warden_engine::Store
@@ -26,6 +27,7 @@ pub use broker::{
 
 pub use store::{
     FaultyStore, FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, LOG_STEP_FORMAT_VERSION, MemoryStats, MemoryStore,
-    ObservedLifetime, QuarantineEntry, RECORD_FORMAT_VERSION, RecordAddress, RecordCodec, RecordError, SledOptions,
-    SledStore, StoreKey, WallClock, WriteFaults, observed_lifetimes,
+    ObservedLifetime, PostgresOptions, PostgresStats, PostgresStore, QuarantineEntry, RECORD_FORMAT_VERSION,
+    RecordAddress, RecordCodec, RecordError, SledOptions, SledStore, StoreKey, WallClock, WriteFaults,
+    observed_lifetimes,
 };

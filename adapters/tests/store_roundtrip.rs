@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use warden_adapters::{FaultyStore, FlushPolicy, MemoryStore, SledStore};
 use warden_engine::snapshot::StoredGrant;
 use warden_engine::{
-    Durability, Generation, Grant, InvalidReason, LoadOutcome, SNAPSHOT_FORMAT_VERSION, Secret, Snapshot, StateKind,
-    Store, StoreError, UnixMs,
+    Durability, Fence, Generation, Grant, InvalidReason, LeaseOutcome, LoadOutcome, MemberName,
+    SNAPSHOT_FORMAT_VERSION, Secret, Snapshot, StateKind, Store, StoreError, UnixMs,
 };
 
 fn found(outcome: LoadOutcome) -> Snapshot {
@@ -183,6 +183,52 @@ fn faulty_store_fails_writes_while_switched_on() {
     store.append_log(&a, &state_event(3)).expect("the fault was for one write only");
     assert_eq!(faults.injected(), 3);
     assert_eq!(store.read_log(&a, 10).expect("read"), vec![state_event(3)]);
+}
+
+/// The in-process stores have one owner: every lease is theirs under `Fence::SINGLE_OWNER`, fenced writes
+/// are plain writes whatever the fence, and there is nothing shared to renew, list or record.
+fn single_owner(store: &dyn Store) {
+    let s = id("solo");
+    let me = MemberName::new("me").expect("member");
+    let ttl = Duration::from_secs(10);
+    assert!(!store.is_shared());
+    match store.acquire_lease(&s, &me, ttl, t(1_000)).expect("acquire") {
+        LeaseOutcome::Granted(lease) => assert_eq!((lease.fence, lease.expires_at), (Fence::SINGLE_OWNER, t(11_000))),
+        other => panic!("a single owner always gets the lease: {other:?}"),
+    }
+    assert_eq!(store.renew_lease(&s, &me, Fence::SINGLE_OWNER, ttl, t(2_000)).expect("renew"), t(12_000));
+    store.save_fenced(&snapshot_with_grant(&s, 2), Durability::Flushed, Fence(7)).expect("fenced save");
+    assert!(store.save_deferred_fenced(&snapshot_with_grant(&s, 3), Fence::NONE).is_ok());
+    store.append_logs_fenced(&s, &[state_event(1)], Fence(7)).expect("fenced append");
+    store.flush().expect("flush");
+    store.fence_status(&s, Fence::NONE).expect("nothing is ever refused");
+    assert_eq!(found(store.load(&s).expect("load")).generation, Generation(3));
+    assert_eq!(store.read_log(&s, 10).expect("read"), vec![state_event(1)]);
+    assert!(store.renew_all(&me, ttl, t(3_000)).expect("renew all").is_empty());
+    store.heartbeat_member(&me, ttl, t(3_000)).expect("heartbeat");
+    assert!(store.live_members(t(3_000)).expect("members").is_empty());
+    store.record_login_attempt(&s, Fence::SINGLE_OWNER, t(3_000)).expect("record");
+    assert!(store.login_attempts(&s, 10).expect("attempts").is_empty(), "the history lives in the snapshot");
+    store.release_lease(&s, &me, Fence::SINGLE_OWNER).expect("release");
+}
+
+#[test]
+fn the_in_process_stores_are_single_owners() {
+    single_owner(&MemoryStore::new());
+    let (_dir, path) = temp_db();
+    single_owner(&open(&path, KEY_A));
+    let faulty = FaultyStore::new(MemoryStore::new());
+    single_owner(&faulty);
+    faulty.faults().set_failing(true);
+    assert!(matches!(
+        faulty.save_fenced(&bare_snapshot(&id("x")), Durability::Flushed, Fence(1)),
+        Err(StoreError::WriteFailed { .. })
+    ));
+    assert!(matches!(faulty.record_login_attempt(&id("x"), Fence(1), t(0)), Err(StoreError::WriteFailed { .. })));
+    assert!(matches!(
+        faulty.acquire_lease(&id("x"), &MemberName::new("me").expect("member"), Duration::from_secs(1), t(0)),
+        Ok(LeaseOutcome::Granted(_))
+    ));
 }
 
 #[test]

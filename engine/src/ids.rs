@@ -3,6 +3,8 @@
 //! [`SessionId`] names a broker session (validated: it becomes a store key and a log field).
 //! [`Generation`] numbers grants; it only grows, so a rejection naming an older generation is stale.
 //! [`WaiterId`] and [`AttemptId`] let a driver match answers to questions.
+//! [`MemberName`] names a warden process among several sharing one store, and [`Fence`] numbers the
+//! leases a store grants on a session: it only grows, so a write carrying an older fence is refused.
 
 use std::fmt;
 
@@ -131,6 +133,90 @@ pub struct WaiterId(pub u64);
 #[serde(transparent)]
 pub struct AttemptId(pub u64);
 
+/// The fencing number of a lease on a session: every lease a store grants on a session gets a larger one
+/// than the last, so a write or a login carrying an older fence comes from an owner that lost the session.
+///
+/// It is its own number, not the grant's [`Generation`]: a member that takes a session over and reuses
+/// the stored grant keeps the generation but holds a new fence.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Fence(pub u64);
+
+impl Fence {
+    /// No lease was ever granted.
+    pub const NONE: Fence = Fence(0);
+    /// The one fence of a store with a single owner (the in-process stores): its leases never change hands.
+    pub const SINGLE_OWNER: Fence = Fence(1);
+}
+
+impl fmt::Debug for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "f{}", self.0)
+    }
+}
+
+impl fmt::Display for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "f{}", self.0)
+    }
+}
+
+/// The name of one warden process (a member) among several that share a store, e.g. `warden-a` or
+/// `host-3.1`. The same rules as a [`SessionId`]: 1 to 64 characters of ASCII letters, digits, `.`, `_`
+/// and `-`. Two live processes must never share a name: a lease belongs to a name.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MemberName(String);
+
+/// Why a text is not a valid [`MemberName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("member name `{0}` must be 1 to 64 characters of ASCII letters, digits, '.', '_' and '-'")]
+pub struct MemberNameError(String);
+
+impl MemberName {
+    /// A validated member name.
+    pub fn new(name: impl Into<String>) -> Result<MemberName, MemberNameError> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.len() <= SessionId::MAX_LEN
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(MemberNameError(name.chars().take(64).collect()));
+        }
+        Ok(MemberName(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MemberName {
+    type Error = MemberNameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        MemberName::new(s)
+    }
+}
+
+impl From<MemberName> for String {
+    fn from(name: MemberName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Debug for MemberName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Display for MemberName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +235,14 @@ mod tests {
     fn generations_only_grow() {
         assert!(Generation::NONE.next() > Generation::NONE);
         assert_eq!(Generation(u64::MAX).next(), Generation(u64::MAX));
+    }
+
+    #[test]
+    fn member_names_follow_the_session_id_rules() {
+        assert_eq!(MemberName::new("warden-a.1").expect("valid").as_str(), "warden-a.1");
+        assert!(MemberName::new("").is_err());
+        assert!(MemberName::new("a b").is_err());
+        assert!(MemberName::new("x".repeat(65)).is_err());
+        assert!(Fence::SINGLE_OWNER > Fence::NONE);
     }
 }

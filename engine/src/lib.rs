@@ -51,13 +51,13 @@ pub mod time;
 pub use class::{AuthFailure, ErrorClass};
 pub use event::{DeferCause, EventKind, InvalidReason, Reason, SessionEvent};
 pub use grant::{Credentials, Grant};
-pub use ids::{AttemptId, Generation, SessionId, SessionIdError, WaiterId};
+pub use ids::{AttemptId, Fence, Generation, MemberName, MemberNameError, SessionId, SessionIdError, WaiterId};
 pub use policy::{
     AfterCutoff, Backoff, DailyCutoff, Mode, OnCompeting, Policy, PolicyError, Preset, Rate, RestartLimit,
 };
 pub use ports::{
-    BoxFuture, Broker, BrokerError, BrokerRequest, Capabilities, Delivery, Durability, KeepaliveStatus, LoadOutcome,
-    LoginRequest, Pending, Store, StoreError,
+    BoxFuture, Broker, BrokerError, BrokerRequest, Capabilities, Delivery, Durability, HeldLease, KeepaliveStatus,
+    LeaseOutcome, LoadOutcome, LoginAttempt, LoginRequest, Pending, Store, StoreError,
 };
 pub use retry::{AfterFailure, FailedCall, Idempotency};
 pub use secret::Secret;

@@ -1,7 +1,9 @@
 //! The ports: what the core needs from the outside world, as traits that adapters implement.
 //!
 //! [`Broker`] talks to a broker (log in, refresh, ping, log out, classify an error, put a grant on a
-//! request). [`Store`] keeps [`Snapshot`]s and the transition log. The core never calls either: the
+//! request). [`Store`] keeps [`Snapshot`]s and the transition log, and — for a store that several warden
+//! processes share — who owns each session: leases with a fencing number ([`Fence`]), fenced writes,
+//! member heartbeats and a shared login-attempt history. The core never calls either: the
 //! driver (warden-actors) does, when the session's outputs ask for it. Calls take `now` as a parameter
 //! (time is always passed in), and broker futures are boxed so that brokers of different kinds can sit
 //! behind one `Arc<dyn Broker>`.
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::class::ErrorClass;
 use crate::event::SessionEvent;
 use crate::grant::{Credentials, Grant};
-use crate::ids::SessionId;
+use crate::ids::{Fence, MemberName, SessionId};
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 use crate::time::UnixMs;
@@ -307,6 +309,55 @@ pub enum StoreError {
         /// What failed.
         detail: String,
     },
+    /// A write, a login attempt or a lease renewal under `fence` was refused: that fence no longer holds
+    /// the session's lease (a newer owner holds `current`, or the lease expired or was released). The
+    /// caller has lost the session: it must stop writing and logging in for it.
+    #[error("session {session}: fence {fence} no longer holds the lease (the current fence is {current})")]
+    Fenced {
+        /// The session.
+        session: String,
+        /// The fence the caller wrote under.
+        fence: Fence,
+        /// The fence the store holds for the session now ([`Fence::NONE`] if none was ever granted).
+        current: Fence,
+    },
+}
+
+/// A lease on a session that a member holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The session.
+    pub session: SessionId,
+    /// Its fencing number: every write and login for the session carries it.
+    pub fence: Fence,
+    /// When it lapses unless renewed (the `now` of the call plus its TTL).
+    pub expires_at: UnixMs,
+}
+
+/// What [`Store::acquire_lease`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseOutcome {
+    /// The lease is the caller's, under a fence larger than any granted before on this session.
+    Granted(HeldLease),
+    /// Another member holds it until `expires_at`.
+    Held {
+        /// The member that holds it.
+        holder: MemberName,
+        /// Its fence.
+        fence: Fence,
+        /// When it lapses unless renewed.
+        expires_at: UnixMs,
+    },
+}
+
+/// A login attempt recorded in a store shared by several members (see [`Store::record_login_attempt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginAttempt {
+    /// When it started.
+    pub at: UnixMs,
+    /// The fence of the owner that made it.
+    pub fence: Fence,
 }
 
 /// Keeps snapshots and transition logs. Implementations must never panic on stored bytes: a record
@@ -335,4 +386,129 @@ pub trait Store: Send + Sync + 'static {
     fn remove(&self, session: &SessionId) -> Result<(), StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    // Ownership. A store that several processes share (`is_shared`) grants leases with fencing numbers
+    // and refuses writes under a fence that no longer holds the lease; a store with one owner (the
+    // in-process stores) keeps the defaults below: every lease is granted under `Fence::SINGLE_OWNER`,
+    // never lapses, and fenced writes are plain writes. Time is a parameter (`now`): members' clocks
+    // decide when leases lapse, never whether a stale write lands — the fence decides that.
+
+    /// Whether other processes share this store: then leases are real, every write of a session must carry
+    /// its fence (the `_fenced` methods) and leases lapse unless renewed. `false` by default.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease on `session` for `member` until `now + ttl`, when it is free, lapsed, released, or
+    /// already `member`'s: each grant gets a fence larger than any before on this session (a member that
+    /// acquires again fences out its own older holder). The default grants [`Fence::SINGLE_OWNER`].
+    fn acquire_lease(
+        &self,
+        session: &SessionId,
+        member: &MemberName,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let _ = member;
+        Ok(LeaseOutcome::Granted(HeldLease {
+            session: session.clone(),
+            fence: Fence::SINGLE_OWNER,
+            expires_at: now.saturating_add(ttl),
+        }))
+    }
+
+    /// Extends `member`'s lease under `fence` to `now + ttl` and returns the new expiry; a lease that
+    /// lapsed, was released or was taken is not renewed ([`StoreError::Fenced`]): acquire it again.
+    fn renew_lease(
+        &self,
+        session: &SessionId,
+        member: &MemberName,
+        fence: Fence,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<UnixMs, StoreError> {
+        let _ = (session, member, fence);
+        Ok(now.saturating_add(ttl))
+    }
+
+    /// Extends every unexpired lease of `member` to `now + ttl` at once (one statement, not one per
+    /// session) and returns the leases renewed: one the member thought it held and that is not among them
+    /// is lost. A single-owner store keeps no lease table and returns none: its leases never lapse.
+    fn renew_all(&self, member: &MemberName, ttl: Duration, now: UnixMs) -> Result<Vec<HeldLease>, StoreError> {
+        let _ = (member, ttl, now);
+        Ok(Vec::new())
+    }
+
+    /// Gives the lease up (a session handed over on purpose): the next acquire by anyone succeeds at once,
+    /// with a larger fence. Writes queued before the call are committed first; writes under `fence` after
+    /// it are refused. Releasing a lease that is no longer held is not an error.
+    fn release_lease(&self, session: &SessionId, member: &MemberName, fence: Fence) -> Result<(), StoreError> {
+        let _ = (session, member, fence);
+        Ok(())
+    }
+
+    /// Replaces a session's snapshot, only while `fence` holds its lease ([`StoreError::Fenced`] if not).
+    /// The default ignores the fence.
+    fn save_fenced(&self, snapshot: &Snapshot, durability: Durability, fence: Fence) -> Result<(), StoreError> {
+        let _ = fence;
+        self.save(snapshot, durability)
+    }
+
+    /// [`Store::save_deferred`] under a fence. A refusal can be known only when the write commits: after
+    /// the flush that covers it, ask [`Store::fence_status`]. The default ignores the fence.
+    fn save_deferred_fenced(&self, snapshot: &Snapshot, fence: Fence) -> Result<Pending, StoreError> {
+        let _ = fence;
+        self.save_deferred(snapshot)
+    }
+
+    /// [`Store::append_logs`] under a fence (refused as [`Store::save_fenced`] is). The default ignores
+    /// the fence.
+    fn append_logs_fenced(&self, session: &SessionId, events: &[SessionEvent], fence: Fence) -> Result<(), StoreError> {
+        let _ = fence;
+        self.append_logs(session, events)
+    }
+
+    /// `Err(StoreError::Fenced)` once a write of `session` under `fence` (or an older fence) was refused:
+    /// what a caller of [`Store::save_deferred_fenced`] checks after the flush, since one flush serves many
+    /// sessions and returns `Ok` when every write it covers was committed or refused. `Ok` by default.
+    fn fence_status(&self, session: &SessionId, fence: Fence) -> Result<(), StoreError> {
+        let _ = (session, fence);
+        Ok(())
+    }
+
+    /// Registers `member` as live until `now + ttl`, or extends it (the heartbeat). No-op by default.
+    fn heartbeat_member(&self, member: &MemberName, ttl: Duration, now: UnixMs) -> Result<(), StoreError> {
+        let _ = (member, ttl, now);
+        Ok(())
+    }
+
+    /// Takes `member` out of the live members at once (a clean shutdown). No-op by default.
+    fn leave_member(&self, member: &MemberName) -> Result<(), StoreError> {
+        let _ = member;
+        Ok(())
+    }
+
+    /// The members whose heartbeat has not lapsed at `now`, sorted by name. None by default (a single
+    /// owner places every session on itself).
+    fn live_members(&self, now: UnixMs) -> Result<Vec<MemberName>, StoreError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
+
+    /// Records, durably and before the broker call, that the owner under `fence` starts a login for
+    /// `session` at `at`; refused ([`StoreError::Fenced`]) when `fence` no longer holds the lease, so a
+    /// member that lost the session does not log in. All members see the history
+    /// ([`Store::login_attempts`]). A single-owner store keeps the history in the snapshot instead: no-op
+    /// by default.
+    fn record_login_attempt(&self, session: &SessionId, fence: Fence, at: UnixMs) -> Result<(), StoreError> {
+        let _ = (session, fence, at);
+        Ok(())
+    }
+
+    /// The newest `limit` login attempts recorded for `session` by any member, oldest first (the last is
+    /// the latest, with the fence that made it). None by default.
+    fn login_attempts(&self, session: &SessionId, limit: usize) -> Result<Vec<LoginAttempt>, StoreError> {
+        let _ = (session, limit);
+        Ok(Vec::new())
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! A [`WriteFaults`] switch (cheap to clone; every clone controls the same store) decides: while
 //! [`WriteFaults::set_failing`] is on, or for the next `n` writes after [`WriteFaults::fail_next`], every
-//! write — `save`, `save_deferred`, `append_log`, `append_logs`, `remove`, `flush` — returns [`StoreError::WriteFailed`] without reaching
-//! the inner store. Reads (`load`, `read_log`) always pass through.
+//! write — `save`, `save_deferred`, `append_log`, `append_logs`, `remove`, `flush`, their fenced forms and
+//! `record_login_attempt` — returns [`StoreError::WriteFailed`] without reaching the inner store. Reads
+//! (`load`, `read_log`, `login_attempts`) and the ownership calls (leases, members, `fence_status`) always
+//! pass through, so a wrapped shared store keeps its fencing.
 //!
 //! ```
 //! use warden_adapters::{FaultyStore, MemoryStore};
@@ -21,7 +23,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use warden_engine::{Durability, LoadOutcome, Pending, SessionEvent, SessionId, Snapshot, Store, StoreError};
+use std::time::Duration;
+
+use warden_engine::{
+    Durability, Fence, HeldLease, LeaseOutcome, LoadOutcome, LoginAttempt, MemberName, Pending, SessionEvent,
+    SessionId, Snapshot, Store, StoreError, UnixMs,
+};
 
 /// The switch of a [`FaultyStore`]. Clones share the switch.
 #[derive(Clone, Debug, Default)]
@@ -139,5 +146,78 @@ impl<S: Store> Store for FaultyStore<S> {
     fn flush(&self) -> Result<(), StoreError> {
         self.faults.check("flush")?;
         self.inner.flush()
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
+    fn acquire_lease(
+        &self,
+        session: &SessionId,
+        member: &MemberName,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.inner.acquire_lease(session, member, ttl, now)
+    }
+
+    fn renew_lease(
+        &self,
+        session: &SessionId,
+        member: &MemberName,
+        fence: Fence,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<UnixMs, StoreError> {
+        self.inner.renew_lease(session, member, fence, ttl, now)
+    }
+
+    fn renew_all(&self, member: &MemberName, ttl: Duration, now: UnixMs) -> Result<Vec<HeldLease>, StoreError> {
+        self.inner.renew_all(member, ttl, now)
+    }
+
+    fn release_lease(&self, session: &SessionId, member: &MemberName, fence: Fence) -> Result<(), StoreError> {
+        self.inner.release_lease(session, member, fence)
+    }
+
+    fn save_fenced(&self, snapshot: &Snapshot, durability: Durability, fence: Fence) -> Result<(), StoreError> {
+        self.faults.check("save")?;
+        self.inner.save_fenced(snapshot, durability, fence)
+    }
+
+    fn save_deferred_fenced(&self, snapshot: &Snapshot, fence: Fence) -> Result<Pending, StoreError> {
+        self.faults.check("save")?;
+        self.inner.save_deferred_fenced(snapshot, fence)
+    }
+
+    fn append_logs_fenced(&self, session: &SessionId, events: &[SessionEvent], fence: Fence) -> Result<(), StoreError> {
+        self.faults.check("append_log")?;
+        self.inner.append_logs_fenced(session, events, fence)
+    }
+
+    fn fence_status(&self, session: &SessionId, fence: Fence) -> Result<(), StoreError> {
+        self.inner.fence_status(session, fence)
+    }
+
+    fn heartbeat_member(&self, member: &MemberName, ttl: Duration, now: UnixMs) -> Result<(), StoreError> {
+        self.inner.heartbeat_member(member, ttl, now)
+    }
+
+    fn leave_member(&self, member: &MemberName) -> Result<(), StoreError> {
+        self.inner.leave_member(member)
+    }
+
+    fn live_members(&self, now: UnixMs) -> Result<Vec<MemberName>, StoreError> {
+        self.inner.live_members(now)
+    }
+
+    fn record_login_attempt(&self, session: &SessionId, fence: Fence, at: UnixMs) -> Result<(), StoreError> {
+        self.faults.check("record_login_attempt")?;
+        self.inner.record_login_attempt(session, fence, at)
+    }
+
+    fn login_attempts(&self, session: &SessionId, limit: usize) -> Result<Vec<LoginAttempt>, StoreError> {
+        self.inner.login_attempts(session, limit)
     }
 }

@@ -6,7 +6,9 @@
 //! entries), and [`MemoryStore::put_unreadable`] plants a record that the next
 //! [`Store::load`] reports as [`LoadOutcome::Quarantined`]. The handle is an `Arc` inside: clone it, give
 //! one clone to the code under test and inspect the other ([`MemoryStore::snapshot`],
-//! [`MemoryStore::log`], [`MemoryStore::stats`]).
+//! [`MemoryStore::log`], [`MemoryStore::stats`]). It has one owner, this process: it keeps the `Store`
+//! trait's ownership defaults (every lease granted under `Fence::SINGLE_OWNER`, never lapsing; fenced
+//! writes are plain writes; no members, no shared login history).
 //!
 //! ```
 //! use warden_adapters::MemoryStore;

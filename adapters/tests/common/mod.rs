@@ -22,6 +22,8 @@ pub const FEED_TOKEN: &str = "FEED-TOKEN-extra-secret-0b1d";
 pub const KEY_A: [u8; 32] = [0xA5; 32];
 pub const KEY_B: [u8; 32] = [0x5A; 32];
 
+pub mod pg;
+
 pub fn id(name: &str) -> SessionId {
     SessionId::new(name).expect("valid session id")
 }

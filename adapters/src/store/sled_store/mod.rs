@@ -21,6 +21,11 @@
 //! or silently dropped by sled) loads as `Quarantined` too, until its next save. Nothing here panics on
 //! stored bytes.
 //!
+//! One process owns a sled database (the lock above), so it keeps the `Store` trait's ownership defaults:
+//! every lease is granted under `Fence::SINGLE_OWNER` and never lapses, fenced writes are plain writes,
+//! and the login history lives in the snapshots. A store shared by several processes is
+//! [`PostgresStore`](crate::PostgresStore).
+//!
 //! ```
 //! use warden_adapters::{KeySource, SledOptions, SledStore};
 //! use warden_engine::{LoadOutcome, SessionId, Store};
