@@ -17,7 +17,9 @@
 //! was sent, and the caller has the answer when the whole latency has passed. Login, refresh, keep-alive
 //! and logout sleep for both legs with `tokio::time::sleep` (virtual time under tokio's paused clock) and
 //! stamp grants with the send time; a token is born, for the model's own bookkeeping, when its login or
-//! refresh arrives. [`BrokerModel::call`] is the workload's request, made the same way;
+//! refresh arrives. [`BrokerModel::call`] is the workload's request: it sleeps once, for the whole round
+//! trip, and is judged as of its arrival when the model next looks at anything at or after that instant
+//! (every call arriving earlier is judged first, so the broker sees calls in arrival order);
 //! [`BrokerModel::request`] judges at once as of the arrival, for tests that call in arrival order. Judging
 //! a request is O(1) and allocation-free when it succeeds.
 //!
@@ -39,7 +41,8 @@ mod stats;
 mod trip;
 mod wire;
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -246,6 +249,74 @@ struct State {
     executed: HashSet<u64>,
     refusals: Refusals,
     stats: ModelStats,
+    /// Workload requests sent and not yet judged, the next to arrive first (see [`BrokerModel::call`]).
+    arrivals: BinaryHeap<Reverse<Arrival>>,
+    /// Verdicts of requests judged before their caller came for them, by [`Arrival::seq`].
+    verdicts: HashMap<u64, Result<(), BrokerError>>,
+    /// Requests whose caller went away before its answer: judged all the same (the broker got them),
+    /// their verdicts dropped.
+    abandoned: HashSet<u64>,
+    next_seq: u64,
+}
+
+/// A workload request on its way to the broker: judged when the model next looks at anything at or after
+/// its arrival, in arrival order.
+struct Arrival {
+    trip: Trip,
+    seq: u64,
+    token: String,
+    req: ModelRequest,
+}
+
+impl fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the token: Debug output never carries one.
+        f.debug_struct("Arrival").field("trip", &self.trip).field("seq", &self.seq).field("req", &self.req).finish()
+    }
+}
+
+impl Arrival {
+    fn key(&self) -> (UnixMs, u64) {
+        (self.trip.arrives_at(), self.seq)
+    }
+}
+
+impl PartialEq for Arrival {
+    fn eq(&self, other: &Arrival) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Arrival {}
+
+impl PartialOrd for Arrival {
+    fn partial_cmp(&self, other: &Arrival) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Arrival {
+    fn cmp(&self, other: &Arrival) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// A request the caller waits on; dropped before its answer, it leaves its verdict to be discarded.
+struct PendingCall<'a> {
+    model: &'a BrokerModel,
+    seq: u64,
+    answered: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let mut state = self.model.lock();
+            if state.verdicts.remove(&self.seq).is_none() {
+                state.abandoned.insert(self.seq);
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -315,6 +386,10 @@ impl BrokerModel {
             executed: HashSet::with_capacity(EXECUTED_CAPACITY),
             refusals: Refusals::default(),
             stats: ModelStats::default(),
+            arrivals: BinaryHeap::new(),
+            verdicts: HashMap::new(),
+            abandoned: HashSet::new(),
+            next_seq: 0,
         };
         let limits = routes::endpoint_limits(&spec);
         BrokerModel { inner: Arc::new(Inner { spec, limits, label: label.into(), state: Mutex::new(state) }) }
@@ -340,15 +415,15 @@ impl BrokerModel {
         self.inner.spec.nominal_lifetime()
     }
 
-    /// The counters so far.
+    /// The counters so far (requests still on their way are counted as arrived).
     pub fn stats(&self) -> ModelStats {
-        self.lock().stats
+        self.settled(UnixMs::MAX).stats
     }
 
     /// Whether the broker would accept `token` for a request arriving at `at`. Changes nothing and
     /// counts nothing: for assertions.
     pub fn verdict(&self, token: &str, at: UnixMs) -> TokenVerdict {
-        let state = self.lock();
+        let state = self.settled(at);
         let Some(index) = state.find(token, false) else { return TokenVerdict::Unknown };
         let verdict = state.tokens[index].verdict(at);
         // An idle timeout not yet applied (no call has arrived since) still counts.
@@ -380,9 +455,239 @@ impl BrokerModel {
     /// arrival instant, so that the model sees calls in the order the broker would. O(1) and
     /// allocation-free when it succeeds.
     pub fn judge_request(&self, trip: Trip, token: &str, req: &ModelRequest) -> ModelResponse {
+        let mut state = self.settled(trip.arrives_at());
+        state.judge_request(&self.inner.spec, trip, token, req)
+    }
+
+    /// A workload request sent at `sent_at` with `token`, without waiting: samples the round trip, judges
+    /// the token at once as of its arrival and returns the answer with its latency. For tests and
+    /// benchmarks that call in arrival order; the runner uses [`BrokerModel::call`].
+    pub fn request(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> ModelResponse {
+        let trip = self.send_request(sent_at);
+        self.judge_request(trip, token, req)
+    }
+
+    /// A workload request as the runner makes it, sent now (`sent_at` is the caller's wall clock): returns
+    /// when the answer is back (tokio's clock). The broker judges it as of its arrival: lazily, when the
+    /// model next looks at anything at or after that instant (another call's arrival, a report) or when
+    /// the answer is due, whichever comes first, always in arrival order — one timer per request instead
+    /// of a sleep to the arrival and another to the answer. A caller that goes away before its answer
+    /// leaves the request to be judged all the same: the broker got it.
+    pub async fn call(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> Result<(), BrokerError> {
         let spec = &self.inner.spec;
-        let mut guard = self.lock();
+        let (through, wait) = {
+            let mut state = self.lock();
+            let trip = Trip::new(sent_at, spec.request_latency.sample(&mut state.rng));
+            // An outage that hangs requests holds the answer for its hang instead of the round trip.
+            let wait = match window_at(&spec.outages, trip.arrives_at(), |o| o.window) {
+                Some(Outage { affects, mode: OutageMode::Hang(hang), .. }) if affects.requests => *hang,
+                _ => trip.latency,
+            };
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.arrivals.push(Reverse(Arrival { trip, seq, token: token.to_owned(), req: *req }));
+            ((trip.arrives_at(), seq), wait)
+        };
+        let mut pending = PendingCall { model: self, seq: through.1, answered: false };
+        tokio::time::sleep(wait).await;
+        pending.answered = true;
+        let mut state = self.lock();
+        state.settle(spec, through);
+        state.verdicts.remove(&through.1).unwrap_or_else(|| Err(BrokerError::no_answer("the request was lost")))
+    }
+
+    /// A person logs in through the broker's web page at `at` and gets a login code (Kite's request token):
+    /// single-use, good for the spec's `login_code_lifetime`. Hand it to warden as a second factor.
+    pub fn issue_login_code(&self, at: UnixMs) -> String {
+        let mut state = self.lock();
+        let text = format!("{}-code{}-{}", self.inner.label, state.stats.login_codes_issued, at.as_millis());
+        state.stats.login_codes_issued += 1;
+        if state.codes.len() >= LOGIN_CODES_KEPT {
+            state.codes.remove(0);
+        }
+        state.codes.push(LoginCode { text: text.clone(), issued_at: at, used: false });
+        text
+    }
+
+    /// Samples the round trip of a call of `kind` sent at `sent_at` from the spec's latencies (for a
+    /// server that serves the model in real time: sleep the uplink, judge, sleep the rest).
+    pub fn sample_trip(&self, kind: CallKind, sent_at: UnixMs) -> Trip {
+        match kind {
+            CallKind::Login => self.trip(sent_at, |s| &s.login_latency),
+            CallKind::Refresh => self.trip(sent_at, |s| &s.refresh_latency),
+            CallKind::Keepalive => self.trip(sent_at, |s| &s.keepalive_latency),
+            CallKind::Request => self.send_request(sent_at),
+        }
+    }
+
+    /// Judges a login when it arrives ([`Trip::arrives_at`]), without waiting: the round trip (or an
+    /// outage's hang) to wait in all, and the answer. What the `Broker` trait's login does between its
+    /// sleeps; a mock server calls it for the login step of a broker's wire protocol.
+    pub fn judge_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
+        self.decide_login(trip, attempt)
+    }
+
+    /// Judges a refresh-token grant when it arrives, without waiting (see [`BrokerModel::judge_login`]).
+    pub fn judge_refresh(&self, trip: Trip, refresh_token: &str) -> (Duration, Result<Grant, BrokerError>) {
+        if self.inner.spec.refresh_lifetime.is_none() {
+            self.lock().stats.refresh_failures += 1;
+            return (trip.latency, Err(wire::invalid_grant()));
+        }
+        let grant = Grant::new("", trip.sent_at).with_refresh(refresh_token.to_owned(), None);
+        self.decide_refresh(trip, &grant)
+    }
+
+    /// Judges a keep-alive with `token` when it arrives, without waiting. A broker without a keep-alive
+    /// answers `Alive` and counts nothing.
+    pub fn judge_keepalive(&self, trip: Trip, token: &str) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        if !self.inner.spec.keepalive {
+            return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
+        }
+        self.decide_keepalive(trip, &Grant::new(token.to_owned(), trip.sent_at))
+    }
+
+    /// Judges a logout of the session of `token` (and `refresh_token`, if given) when it arrives.
+    pub fn judge_logout(&self, trip: Trip, token: &str, refresh_token: Option<&str>) {
+        let mut grant = Grant::new(token.to_owned(), trip.sent_at);
+        if let Some(refresh) = refresh_token {
+            grant = grant.with_refresh(refresh.to_owned(), None);
+        }
+        self.decide_logout(trip, &grant);
+    }
+
+    /// An intraday invalidation at `at`, on demand (a mock server's test route): every token still
+    /// alive dies then as an [`Revocation::EarlyExpiry`], as a scheduled `early_expiries` entry would
+    /// end it. Returns how many tokens it ended.
+    pub fn invalidate(&self, at: UnixMs) -> usize {
+        let spec = &self.inner.spec;
+        let mut guard = self.settled(at);
         let state = &mut *guard;
+        state.advance(spec, at);
+        let mut ended = 0;
+        for &i in &state.live {
+            let token = &mut state.tokens[i];
+            if token.verdict(at) == TokenVerdict::Accepted {
+                token.kill(at, Revocation::EarlyExpiry);
+                ended += 1;
+            }
+        }
+        state.stats.early_expiries += 1;
+        state.prune(at);
+        ended
+    }
+
+    /// The requests refused for their token so far (at most [`REFUSALS_KEPT`] are kept), and how many
+    /// more were not kept.
+    pub fn refusals(&self) -> (Vec<Refusal>, u64) {
+        let state = self.settled(UnixMs::MAX);
+        (state.refusals.kept.clone(), state.refusals.dropped)
+    }
+
+    /// The state with every request that arrives at or before `at` judged: what the broker has seen by
+    /// then.
+    fn settled(&self, at: UnixMs) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        state.settle(&self.inner.spec, (at, u64::MAX));
+        state
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held leaves counters, not invariants, half-updated: keep going.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Samples the round trip of a call sent at `sent_at` from one of the spec's latencies.
+    fn trip(&self, sent_at: UnixMs, latency: fn(&BrokerSpec) -> &Latency) -> Trip {
+        let sample = latency(&self.inner.spec).sample(&mut self.lock().rng);
+        Trip::new(sent_at, sample)
+    }
+
+    /// Decides a login when it arrives; returns the round trip (or hang) to wait in all and the answer.
+    fn decide_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.settled(trip.arrives_at());
+        let state = &mut *guard;
+        let (now, at) = (trip.sent_at, trip.arrives_at());
+        state.stats.login_attempts += 1;
+        state.advance(spec, at);
+        let refused = state.refuse_login(spec, at, trip.latency, attempt);
+        if let Some((latency, error)) = refused {
+            state.stats.login_failures += 1;
+            return (latency, Err(error));
+        }
+        if state.current.is_some_and(|i| state.tokens[i].verdict(at) == TokenVerdict::Accepted) {
+            state.stats.logins_while_live += 1;
+        }
+        state.wrong_streak = 0;
+        state.held_by_other = false;
+        if spec.login_after_expiry == LoginAfterExpiry::Person && state.person_ok_until.is_none_or(|until| at >= until)
+        {
+            // A person logged in (or this is the run's first login): good until the next daily expiry.
+            state.person_ok_until = Some(spec.next_daily_expiry_after(at));
+        }
+        if spec.login_revokes_previous {
+            for &i in &state.live {
+                state.tokens[i].kill(at, Revocation::Superseded);
+            }
+        }
+        state.prune(at);
+        let grant = state.issue_pair(spec, &self.inner.label, now, at, true);
+        state.stats.logins += 1;
+        (trip.latency, Ok(grant))
+    }
+
+    /// Decides a refresh when it arrives.
+    fn decide_refresh(&self, trip: Trip, grant: &Grant) -> (Duration, Result<Grant, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.settled(trip.arrives_at());
+        let state = &mut *guard;
+        state.advance(spec, trip.arrives_at());
+        let answer = state.refresh(spec, &self.inner.label, trip, grant);
+        match &answer {
+            Ok(_) => state.stats.refreshes += 1,
+            Err(_) => state.stats.refresh_failures += 1,
+        }
+        answer.map_or_else(|(latency, e)| (latency, Err(e)), |g| (trip.latency, Ok(g)))
+    }
+
+    /// Decides a keep-alive when it arrives.
+    fn decide_keepalive(&self, trip: Trip, grant: &Grant) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
+        let spec = &self.inner.spec;
+        let mut guard = self.settled(trip.arrives_at());
+        let state = &mut *guard;
+        state.stats.keepalives += 1;
+        state.advance(spec, trip.arrives_at());
+        let answer = state.keepalive(spec, trip, grant);
+        if !matches!(answer, (_, Ok(KeepaliveStatus::Alive))) {
+            state.stats.keepalive_failures += 1;
+        }
+        answer
+    }
+
+    /// Decides a logout when it arrives.
+    fn decide_logout(&self, trip: Trip, grant: &Grant) {
+        let spec = &self.inner.spec;
+        let mut guard = self.settled(trip.arrives_at());
+        let state = &mut *guard;
+        let at = trip.arrives_at();
+        state.stats.logouts += 1;
+        state.advance(spec, at);
+        let texts = [Some(grant.access_token.expose()), grant.refresh_token.as_ref().map(|t| t.expose())];
+        for (refresh, text) in [false, true].into_iter().zip(texts) {
+            if let Some(index) = text.and_then(|t| state.find(t, refresh)) {
+                state.tokens[index].kill(at, Revocation::LoggedOut);
+                if state.current == Some(index) {
+                    state.current = None;
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    /// Judges a workload request as of its arrival (every call that arrived before it judged already).
+    fn judge_request(&mut self, spec: &BrokerSpec, trip: Trip, token: &str, req: &ModelRequest) -> ModelResponse {
+        let state = self;
         state.stats.requests_seen += 1;
         let mut latency = trip.latency;
         let at = trip.arrives_at();
@@ -471,205 +776,18 @@ impl BrokerModel {
         ModelResponse { latency, result: Ok(()) }
     }
 
-    /// A workload request sent at `sent_at` with `token`, without waiting: samples the round trip, judges
-    /// the token at once as of its arrival and returns the answer with its latency. For tests and
-    /// benchmarks that call in arrival order; the runner uses [`BrokerModel::call`].
-    pub fn request(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> ModelResponse {
-        let trip = self.send_request(sent_at);
-        self.judge_request(trip, token, req)
-    }
-
-    /// A workload request as the runner makes it, sent now (`sent_at` is the caller's wall clock): sleeps
-    /// (tokio's clock) until it arrives, is judged then, and returns when the answer is back.
-    pub async fn call(&self, sent_at: UnixMs, token: &str, req: &ModelRequest) -> Result<(), BrokerError> {
-        let trip = self.send_request(sent_at);
-        tokio::time::sleep(trip.uplink()).await;
-        let answer = self.judge_request(trip, token, req);
-        tokio::time::sleep(answer.latency.saturating_sub(trip.uplink())).await;
-        answer.result
-    }
-
-    /// A person logs in through the broker's web page at `at` and gets a login code (Kite's request token):
-    /// single-use, good for the spec's `login_code_lifetime`. Hand it to warden as a second factor.
-    pub fn issue_login_code(&self, at: UnixMs) -> String {
-        let mut state = self.lock();
-        let text = format!("{}-code{}-{}", self.inner.label, state.stats.login_codes_issued, at.as_millis());
-        state.stats.login_codes_issued += 1;
-        if state.codes.len() >= LOGIN_CODES_KEPT {
-            state.codes.remove(0);
-        }
-        state.codes.push(LoginCode { text: text.clone(), issued_at: at, used: false });
-        text
-    }
-
-    /// Samples the round trip of a call of `kind` sent at `sent_at` from the spec's latencies (for a
-    /// server that serves the model in real time: sleep the uplink, judge, sleep the rest).
-    pub fn sample_trip(&self, kind: CallKind, sent_at: UnixMs) -> Trip {
-        match kind {
-            CallKind::Login => self.trip(sent_at, |s| &s.login_latency),
-            CallKind::Refresh => self.trip(sent_at, |s| &s.refresh_latency),
-            CallKind::Keepalive => self.trip(sent_at, |s| &s.keepalive_latency),
-            CallKind::Request => self.send_request(sent_at),
-        }
-    }
-
-    /// Judges a login when it arrives ([`Trip::arrives_at`]), without waiting: the round trip (or an
-    /// outage's hang) to wait in all, and the answer. What the `Broker` trait's login does between its
-    /// sleeps; a mock server calls it for the login step of a broker's wire protocol.
-    pub fn judge_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
-        self.decide_login(trip, attempt)
-    }
-
-    /// Judges a refresh-token grant when it arrives, without waiting (see [`BrokerModel::judge_login`]).
-    pub fn judge_refresh(&self, trip: Trip, refresh_token: &str) -> (Duration, Result<Grant, BrokerError>) {
-        if self.inner.spec.refresh_lifetime.is_none() {
-            self.lock().stats.refresh_failures += 1;
-            return (trip.latency, Err(wire::invalid_grant()));
-        }
-        let grant = Grant::new("", trip.sent_at).with_refresh(refresh_token.to_owned(), None);
-        self.decide_refresh(trip, &grant)
-    }
-
-    /// Judges a keep-alive with `token` when it arrives, without waiting. A broker without a keep-alive
-    /// answers `Alive` and counts nothing.
-    pub fn judge_keepalive(&self, trip: Trip, token: &str) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
-        if !self.inner.spec.keepalive {
-            return (Duration::ZERO, Ok(KeepaliveStatus::Alive));
-        }
-        self.decide_keepalive(trip, &Grant::new(token.to_owned(), trip.sent_at))
-    }
-
-    /// Judges a logout of the session of `token` (and `refresh_token`, if given) when it arrives.
-    pub fn judge_logout(&self, trip: Trip, token: &str, refresh_token: Option<&str>) {
-        let mut grant = Grant::new(token.to_owned(), trip.sent_at);
-        if let Some(refresh) = refresh_token {
-            grant = grant.with_refresh(refresh.to_owned(), None);
-        }
-        self.decide_logout(trip, &grant);
-    }
-
-    /// An intraday invalidation at `at`, on demand (a mock server's test route): every token still
-    /// alive dies then as an [`Revocation::EarlyExpiry`], as a scheduled `early_expiries` entry would
-    /// end it. Returns how many tokens it ended.
-    pub fn invalidate(&self, at: UnixMs) -> usize {
-        let spec = &self.inner.spec;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        state.advance(spec, at);
-        let mut ended = 0;
-        for &i in &state.live {
-            let token = &mut state.tokens[i];
-            if token.verdict(at) == TokenVerdict::Accepted {
-                token.kill(at, Revocation::EarlyExpiry);
-                ended += 1;
-            }
-        }
-        state.stats.early_expiries += 1;
-        state.prune(at);
-        ended
-    }
-
-    /// The requests refused for their token so far (at most [`REFUSALS_KEPT`] are kept), and how many
-    /// more were not kept.
-    pub fn refusals(&self) -> (Vec<Refusal>, u64) {
-        let state = self.lock();
-        (state.refusals.kept.clone(), state.refusals.dropped)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while the lock was held leaves counters, not invariants, half-updated: keep going.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Samples the round trip of a call sent at `sent_at` from one of the spec's latencies.
-    fn trip(&self, sent_at: UnixMs, latency: fn(&BrokerSpec) -> &Latency) -> Trip {
-        let sample = latency(&self.inner.spec).sample(&mut self.lock().rng);
-        Trip::new(sent_at, sample)
-    }
-
-    /// Decides a login when it arrives; returns the round trip (or hang) to wait in all and the answer.
-    fn decide_login(&self, trip: Trip, attempt: LoginAttempt<'_>) -> (Duration, Result<Grant, BrokerError>) {
-        let spec = &self.inner.spec;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let (now, at) = (trip.sent_at, trip.arrives_at());
-        state.stats.login_attempts += 1;
-        state.advance(spec, at);
-        let refused = state.refuse_login(spec, at, trip.latency, attempt);
-        if let Some((latency, error)) = refused {
-            state.stats.login_failures += 1;
-            return (latency, Err(error));
-        }
-        if state.current.is_some_and(|i| state.tokens[i].verdict(at) == TokenVerdict::Accepted) {
-            state.stats.logins_while_live += 1;
-        }
-        state.wrong_streak = 0;
-        state.held_by_other = false;
-        if spec.login_after_expiry == LoginAfterExpiry::Person && state.person_ok_until.is_none_or(|until| at >= until)
-        {
-            // A person logged in (or this is the run's first login): good until the next daily expiry.
-            state.person_ok_until = Some(spec.next_daily_expiry_after(at));
-        }
-        if spec.login_revokes_previous {
-            for &i in &state.live {
-                state.tokens[i].kill(at, Revocation::Superseded);
-            }
-        }
-        state.prune(at);
-        let grant = state.issue_pair(spec, &self.inner.label, now, at, true);
-        state.stats.logins += 1;
-        (trip.latency, Ok(grant))
-    }
-
-    /// Decides a refresh when it arrives.
-    fn decide_refresh(&self, trip: Trip, grant: &Grant) -> (Duration, Result<Grant, BrokerError>) {
-        let spec = &self.inner.spec;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        state.advance(spec, trip.arrives_at());
-        let answer = state.refresh(spec, &self.inner.label, trip, grant);
-        match &answer {
-            Ok(_) => state.stats.refreshes += 1,
-            Err(_) => state.stats.refresh_failures += 1,
-        }
-        answer.map_or_else(|(latency, e)| (latency, Err(e)), |g| (trip.latency, Ok(g)))
-    }
-
-    /// Decides a keep-alive when it arrives.
-    fn decide_keepalive(&self, trip: Trip, grant: &Grant) -> (Duration, Result<KeepaliveStatus, BrokerError>) {
-        let spec = &self.inner.spec;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        state.stats.keepalives += 1;
-        state.advance(spec, trip.arrives_at());
-        let answer = state.keepalive(spec, trip, grant);
-        if !matches!(answer, (_, Ok(KeepaliveStatus::Alive))) {
-            state.stats.keepalive_failures += 1;
-        }
-        answer
-    }
-
-    /// Decides a logout when it arrives.
-    fn decide_logout(&self, trip: Trip, grant: &Grant) {
-        let spec = &self.inner.spec;
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let at = trip.arrives_at();
-        state.stats.logouts += 1;
-        state.advance(spec, at);
-        let texts = [Some(grant.access_token.expose()), grant.refresh_token.as_ref().map(|t| t.expose())];
-        for (refresh, text) in [false, true].into_iter().zip(texts) {
-            if let Some(index) = text.and_then(|t| state.find(t, refresh)) {
-                state.tokens[index].kill(at, Revocation::LoggedOut);
-                if state.current == Some(index) {
-                    state.current = None;
-                }
+    /// Judges the requests on their way that arrive at or before `through` (arrival instant, then send
+    /// order), keeping each verdict for its caller.
+    fn settle(&mut self, spec: &BrokerSpec, through: (UnixMs, u64)) {
+        while self.arrivals.peek().is_some_and(|Reverse(next)| next.key() <= through) {
+            let Some(Reverse(arrival)) = self.arrivals.pop() else { break };
+            let response = self.judge_request(spec, arrival.trip, &arrival.token, &arrival.req);
+            if !self.abandoned.remove(&arrival.seq) {
+                self.verdicts.insert(arrival.seq, response.result);
             }
         }
     }
-}
 
-impl State {
     /// The index of the token with this text, if this model issued it (as a refresh token or not).
     fn find(&self, text: &str, refresh: bool) -> Option<usize> {
         let (_, tail) = text.rsplit_once('-')?;
