@@ -259,7 +259,12 @@
     if (page.source) page.source.close();
     const source = new EventSource("/v1/events");
     page.source = source;
-    source.onopen = () => setConn("live", "live");
+    // Every (re)connection reloads the sessions: a change between the last load and the stream's start
+    // (a login that a hand-in started while the page was still connecting) would otherwise never show.
+    source.onopen = () => {
+      setConn("live", "live");
+      loadSessions();
+    };
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
         setConn("off", "disconnected");
