@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::{Answer, Served, SessionSetup, SseReader, Upstream, eventually, serve};
 use futures_util::StreamExt;
@@ -20,17 +19,24 @@ async fn upstream() -> Upstream {
 /// Real events (resets: revocations, state changes, logins) and synthetic ones, then an end marker.
 async fn make_events(served: &Served, synthetic: usize) -> u64 {
     let broker = served.brokers[0].clone();
+    let events = &served.service.app().events;
+    // A login's last event: the state change to Valid that follows its grant's installation.
+    let valid = |e: &&std::sync::Arc<warden_serve::events::StoredEvent>| {
+        e.kind == "state_changed" && serde_json::from_str::<Value>(&e.json).is_ok_and(|j| j["data"]["to"] == "Valid")
+    };
+    let valid_again = || events.kept().iter().filter(valid).count();
+    let valid_before = valid_again();
     for round in 0..5u64 {
         served.post("/v1/sessions/s1/reset").send().await.unwrap();
         assert!(eventually(500, || broker.logins() >= round + 2).await, "the reset logged in again");
     }
-    let events = &served.service.app().events;
+    // Each reset's login ends with the session Valid again (once its snapshot is durable): wait for the
+    // fifth, so that every reset's events are in the log before the marker, however slow the machine.
+    assert!(eventually(500, || valid_again() >= valid_before + 5).await, "the five resets ended Valid");
     let now = served.warden.now();
     for i in 0..synthetic {
         events.push(None, now, "test", format!("synthetic event {i}"), Value::Null);
     }
-    // Let the last reset's events reach the log before the marker.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     events.push(None, now, "test_end", "the end".into(), Value::Null)
 }
 
