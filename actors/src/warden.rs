@@ -301,6 +301,7 @@ impl WardenBuilder {
                 sessions: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                placed: Mutex::new(None),
                 renewal: Mutex::new(None),
             }),
         };
@@ -370,6 +371,8 @@ struct WardenInner {
     sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
     limiters: Mutex<HashMap<String, Arc<AccountLimiter>>>,
     closed: AtomicBool,
+    /// In a cluster, the sessions given to [`Warden::place`]: the renewal loop opens the ones placed here.
+    placed: Mutex<Option<Arc<Vec<SessionSpec>>>>,
     /// The renewal loop of a member.
     renewal: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -722,8 +725,27 @@ impl Drop for WardenInner {
     }
 }
 
-/// Cluster membership: renewal and loss of leases (see `docs/cluster.md`).
+/// Cluster membership: placement, renewal, handover (see `docs/cluster.md`).
 impl Warden {
+    /// In a cluster, the full list of sessions the members share: this member opens the ones rendezvous
+    /// hashing places on it ([`crate::cluster::owner`] over the live members) and, on every renewal tick,
+    /// places them again — it takes over a session whose owner's lease lapsed (restoring its snapshot: a
+    /// still-valid grant is reused, no login) and hands over one that now belongs to another member
+    /// (a last flush, then the lease released, without logging out). Every member gets the same list.
+    ///
+    /// Returns how many sessions run here after this first round. Fails on a store that is not shared.
+    pub async fn place(&self, specs: Vec<SessionSpec>) -> Result<usize, WardenError> {
+        if self.inner.env.membership.is_none() {
+            return Err(WardenError::Runtime(
+                "place() spreads sessions over the members of a shared store; this store has one owner: open them"
+                    .to_owned(),
+            ));
+        }
+        *lock(&self.inner.placed) = Some(Arc::new(specs));
+        self.place_round().await;
+        Ok(self.owned().len())
+    }
+
     /// The sessions this member runs now: open here, lease not lost.
     pub fn owned(&self) -> Vec<SessionId> {
         lock(&self.inner.sessions).values().filter(|s| !s.lost.load(Ordering::Acquire)).map(|s| s.id.clone()).collect()
@@ -776,6 +798,69 @@ impl Warden {
             }
         }
     }
+
+    /// Places the sessions given to [`Warden::place`] over the live members: opens the ones placed here
+    /// that are free, hands over the ones placed elsewhere.
+    async fn place_round(&self) {
+        let Some(membership) = self.inner.env.membership.clone() else { return };
+        let Some(specs) = lock(&self.inner.placed).clone() else { return };
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = self.inner.env.clock.now();
+        let live = match crate::cluster::blocking(self.inner.env.store.clone(), move |s| s.live_members(now)).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the live members; placement waits for the next tick");
+                return;
+            }
+        };
+        if !live.contains(&membership.member) {
+            return;
+        }
+        let mut leaving = Vec::new();
+        for spec in specs.iter() {
+            let mine = crate::cluster::owner(&spec.id, &live) == Some(&membership.member);
+            let here = lock(&self.inner.sessions).get(&spec.id).cloned();
+            match here {
+                Some(shared) if shared.lost.load(Ordering::Acquire) => {
+                    self.forget_if(&shared);
+                    if mine {
+                        self.open_placed(spec).await;
+                    }
+                }
+                Some(shared) if !mine => leaving.push(shared),
+                Some(_) => {}
+                None if mine => self.open_placed(spec).await,
+                None => {}
+            }
+        }
+        if !leaving.is_empty() {
+            for shared in &leaving {
+                self.forget_if(shared);
+            }
+            // A last flush, then the leases go: the new owners acquire them and restore the snapshots.
+            self.stop_sessions(&leaving, Ending::Stop).await;
+            self.flush_store();
+            self.release(&leaving).await;
+        }
+    }
+
+    /// Takes `shared` out of the table of open sessions, if it is still the one there.
+    fn forget_if(&self, shared: &Arc<SessionShared>) {
+        let mut sessions = lock(&self.inner.sessions);
+        if sessions.get(&shared.id).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            sessions.remove(&shared.id);
+        }
+    }
+
+    /// Opens a session placed here; one another member still holds is tried again at the next tick.
+    async fn open_placed(&self, spec: &SessionSpec) {
+        match self.open(spec.clone()).await {
+            Ok(_) | Err(WardenError::NotOwner { .. } | WardenError::AlreadyOpen(_) | WardenError::Closed) => {}
+            Err(error) => tracing::warn!(session = %spec.id, %error, "could not open a session placed here"),
+        }
+    }
 }
 
 /// This member lost `shared`'s lease: mark it and stop its actor (no logout, no further write).
@@ -786,7 +871,7 @@ fn lose_session(shared: &SessionShared, now: UnixMs, detail: &str) {
     }
 }
 
-/// A member's renewal: every third of the TTL, the heartbeat and every lease at once.
+/// A member's renewal: every third of the TTL, the heartbeat and every lease at once, then placement.
 /// Ends when the `Warden` is gone or shut down.
 async fn renewal_loop(inner: Weak<WardenInner>, membership: Membership) {
     let period = membership.lease_ttl / 3;
@@ -802,5 +887,6 @@ async fn renewal_loop(inner: Weak<WardenInner>, membership: Membership) {
         }
         let warden = Warden { inner };
         warden.renew(&membership, &mut last_renewed).await;
+        warden.place_round().await;
     }
 }
