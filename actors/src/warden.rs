@@ -149,6 +149,8 @@ enum StoreChoice {
     Memory,
     Path(PathBuf, warden_adapters::SledOptions),
     Given(Arc<dyn Store>),
+    /// Opened by `build` (off the async runtime: the client connects synchronously).
+    Postgres(Box<warden_adapters::PostgresOptions>),
 }
 
 /// Builds a [`Warden`].
@@ -187,6 +189,14 @@ impl WardenBuilder {
     #[must_use]
     pub fn memory_store(mut self) -> WardenBuilder {
         self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Keep snapshots in PostgreSQL, shared with the other members (see `docs/cluster.md`); opened by
+    /// `build`, which then needs a [`WardenBuilder::member`] name.
+    #[must_use]
+    pub fn postgres(mut self, options: warden_adapters::PostgresOptions) -> WardenBuilder {
+        self.store = StoreChoice::Postgres(Box::new(options));
         self
     }
 
@@ -252,6 +262,12 @@ impl WardenBuilder {
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Memory => Arc::new(warden_adapters::MemoryStore::new()),
             StoreChoice::Given(store) => store,
+            StoreChoice::Postgres(options) => {
+                let opened = tokio::task::spawn_blocking(move || warden_adapters::PostgresStore::open(*options))
+                    .await
+                    .map_err(|e| WardenError::Runtime(format!("opening the PostgreSQL store did not finish: {e}")))?;
+                Arc::new(opened?)
+            }
             StoreChoice::Path(path, options) => {
                 let stamp = clock.clone();
                 open_sled(&path, options.clock(Arc::new(move || stamp.now())))?
