@@ -881,6 +881,10 @@ impl Warden {
 
 /// This member lost `shared`'s lease: mark it and stop its actor (no logout, no further write).
 fn lose_session(shared: &SessionShared, now: UnixMs, detail: &str) {
+    if shared.is_closed() {
+        // Closed meanwhile (its lease released on purpose), or already lost: nothing to say.
+        return;
+    }
     shared.mark_lost(now, detail.to_owned());
     if let Some(actor) = shared.actor() {
         let _ = actor.cast(crate::message::SessionMsg::LeaseLost { detail: detail.to_owned() });
