@@ -89,9 +89,16 @@ pub fn load_specs(
 
 impl WardenBuilder {
     /// A builder with `config`'s store: its path, its key (resolved through `env` where it must be read
-    /// now) and its durability.
+    /// now) and its durability — or, with `[cluster]`, the PostgreSQL database named by `database`, this
+    /// member's name and its lease TTL (the store opens in `build`).
     pub fn from_config(config: &WardenConfig, env: &dyn Environment) -> Result<WardenBuilder, ConfigError> {
-        Ok(Warden::builder().store_path_with(&config.store.path, config.store.sled_options(env)?))
+        match &config.cluster {
+            Some(cluster) => Ok(Warden::builder()
+                .postgres(cluster.postgres_options(&config.store, env)?)
+                .member(cluster.member.clone())
+                .lease_ttl(cluster.lease_ttl)),
+            None => Ok(Warden::builder().store_path_with(&config.store.path, config.store.sled_options(env)?)),
+        }
     }
 }
 
@@ -100,6 +107,10 @@ impl Warden {
     /// bad reference stops the start before the store is opened), opens the store, then opens the sessions
     /// in the order written. On the system clock. If a session cannot be opened, the ones already open are
     /// stopped (without logout) and the error returned.
+    ///
+    /// With `[cluster]` the sessions are placed over the live members instead ([`Warden::place`]): the
+    /// ones returned are those this member runs after the first round; the others are opened here when
+    /// placement moves them here (find them with [`Warden::session`]).
     pub async fn from_config(
         config: &WardenConfig,
         env: &dyn Environment,
@@ -107,6 +118,22 @@ impl Warden {
         let clock = Clock::system();
         let specs = load_specs(config, env, &clock)?;
         let warden = WardenBuilder::from_config(config, env)?.clock(clock).build().await?;
+        if config.cluster.is_some() {
+            let adapters: std::collections::HashMap<_, _> =
+                specs.iter().map(|c| (c.spec.id.clone(), c.adapter.clone())).collect();
+            if let Err(error) = warden.place(specs.into_iter().map(|c| c.spec).collect()).await {
+                warden.shutdown(false).await;
+                return Err(error.into());
+            }
+            let opened = warden
+                .owned()
+                .into_iter()
+                .filter_map(|id| {
+                    Some(OpenedSession { handle: warden.session(&id)?, adapter: adapters.get(&id)?.clone() })
+                })
+                .collect();
+            return Ok((warden, opened));
+        }
         let mut opened = Vec::with_capacity(specs.len());
         for ConfiguredSpec { spec, adapter } in specs {
             match warden.open(spec).await {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use warden_engine::time::format_duration;
-use warden_engine::{BrokerError, ErrorClass, Generation, PolicyError, RequestError, SessionId, StoreError};
+use warden_engine::{
+    BrokerError, ErrorClass, Generation, MemberName, PolicyError, RequestError, SessionId, StoreError, UnixMs,
+};
 
 /// Why no token was handed out: the core's [`RequestError`] (`Invalid`, `Timeout`, `Stopped`,
 /// `Overloaded`), or `Closed` when the session or its `Warden` is gone.
@@ -92,4 +94,15 @@ pub enum WardenError {
     /// The `Warden` is shut down.
     #[error("warden is shut down")]
     Closed,
+    /// Another member of the cluster holds the session's lease: it runs there, not here (a session is
+    /// never opened by two members at once).
+    #[error("session {session} is held by member {holder} (its lease runs until {expires_at} unless renewed)")]
+    NotOwner {
+        /// The session.
+        session: SessionId,
+        /// The member that holds it.
+        holder: MemberName,
+        /// When its lease lapses unless renewed.
+        expires_at: UnixMs,
+    },
 }

@@ -172,7 +172,7 @@ impl SessionHandle {
         let mut started = self.shared.env.actor_started.subscribe();
         loop {
             if self.shared.is_closed() {
-                return Err(TokenError::Closed);
+                return Err(self.shared.closed_error());
             }
             if let Some(actor) = self.shared.actor() {
                 return Ok(actor);
@@ -186,7 +186,7 @@ impl SessionHandle {
         let mut started = self.shared.env.actor_started.subscribe();
         loop {
             if self.shared.is_closed() {
-                return Err(TokenError::Closed);
+                return Err(self.shared.closed_error());
             }
             if self.shared.actor().is_none_or(|a| a.get_id() != dead.get_id()) {
                 return Ok(());
@@ -199,7 +199,7 @@ impl SessionHandle {
     async fn wait_for_a_start(&self, started: &mut watch::Receiver<u64>, deadline: Instant) -> Result<(), TokenError> {
         match tokio::time::timeout_at(deadline, started.changed()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(TokenError::Closed),
+            Ok(Err(_)) => Err(self.shared.closed_error()),
             Err(_) => Err(self.timeout()),
         }
     }
@@ -401,7 +401,7 @@ impl SessionHandle {
         tokio::time::timeout_at(self.deadline(), done)
             .await
             .map_err(|_| self.timeout())?
-            .map_err(|_| TokenError::Closed)
+            .map_err(|_| self.shared.closed_error())
     }
 
     /// Operator reset: forget the grant and the failure counters, log in again (within the login rate
@@ -436,7 +436,7 @@ impl SessionHandle {
                 Err(error) => {
                     message = match error {
                         ractor::MessagingErr::SendErr(message) => message,
-                        _ => return Err(TokenError::Closed),
+                        _ => return Err(self.shared.closed_error()),
                     };
                     self.wait_for_actor_change(&actor, deadline).await?;
                 }

@@ -141,5 +141,5 @@ impl Drop for Asking<'_> {
 
 /// An error every request of the session would get as well (the session's state, not the request's).
 fn is_final(error: &RequestError) -> bool {
-    matches!(error, RequestError::Invalid(_) | RequestError::Stopped | RequestError::Closed)
+    matches!(error, RequestError::Invalid(_) | RequestError::Stopped | RequestError::Closed | RequestError::NotOwner)
 }

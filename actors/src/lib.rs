@@ -21,6 +21,7 @@
 
 mod catch;
 pub mod clock;
+pub mod cluster;
 pub mod commit;
 pub mod config;
 mod errors;
@@ -45,4 +46,6 @@ pub use handle::{SessionHandle, TokenFuture};
 pub use lease::LeaseGuard;
 pub use shared::{SessionStats, SessionStatus, WardenEvent, WardenEventKind};
 pub use stream::{StreamEvent, StreamHandle, StreamSettings, StreamSpec, Streams};
-pub use warden::{DEFAULT_DURABLE_WAIT, EVENT_CAPACITY, SHARED_POLICIES, SessionSpec, Warden, WardenBuilder};
+pub use warden::{
+    DEFAULT_DURABLE_WAIT, DEFAULT_LEASE_TTL, EVENT_CAPACITY, SHARED_POLICIES, SessionSpec, Warden, WardenBuilder,
+};

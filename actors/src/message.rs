@@ -36,4 +36,7 @@ pub(crate) enum SessionMsg {
     Logout { reply: oneshot::Sender<()> },
     /// Fault injection: fail the actor with this message.
     Crash(String),
+    /// This member lost the session's lease (a store shared by several members): stop at once, with no
+    /// logout, no revocation and no further write.
+    LeaseLost { detail: String },
 }

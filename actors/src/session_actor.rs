@@ -174,6 +174,10 @@ struct HeldLogin {
     second_factor: Option<Secret>,
 }
 
+/// What must hold before a broker call starts (in a cluster: the login's attempt recorded under the
+/// lease's fence); `Err` is the message the actor gets instead of the call's answer.
+pub(crate) type BeforeCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SessionMsg>> + Send>>;
+
 /// Aborts a broker call's task when dropped.
 struct CallGuard(tokio::task::AbortHandle);
 
@@ -282,6 +286,11 @@ fn handle_message(
     state: &mut ActorState,
 ) -> Result<(), ActorProcessingErr> {
     let now = state.shared.clock.now();
+    if state.is_lost() {
+        // Lost (the renewal found out, or a write here did): stop; nothing in the mailbox is carried out.
+        state.lose(myself, now, "its lease was lost".to_owned());
+        return Ok(());
+    }
     if state.shared.lease.take_used() {
         state.session.handle_activity(now);
     }
@@ -309,7 +318,7 @@ fn handle_message(
             state.keepalive_call.take_if(|(call, _)| *call == attempt);
             state.session.handle_keepalive_completed(now, attempt, result);
         }
-        SessionMsg::Durable { ticket, result } => state.durable(now, ticket, result),
+        SessionMsg::Durable { ticket, result } => state.durable(myself, now, ticket, result),
         SessionMsg::Reset => session.handle_reset(now),
         SessionMsg::CredentialsUpdated => {
             session.handle_credentials_updated(now);
@@ -326,6 +335,10 @@ fn handle_message(
             return Err(format!("broker adapter panicked during {call}: {detail}").into());
         }
         SessionMsg::Crash(why) => return Err(why.into()),
+        SessionMsg::LeaseLost { detail } => {
+            state.lose(myself, now, detail);
+            return Ok(());
+        }
     }
     state.drain(myself, now, rearm);
     Ok(())
@@ -335,6 +348,9 @@ impl ActorState {
     /// Carries out every output of the core, releases what the disk no longer holds back, publishes the
     /// status and re-arms the timer (always when `rearm`, else only if the deadline changed).
     fn drain(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, rearm: bool) {
+        if self.is_lost() {
+            return;
+        }
         let mut events: Vec<SessionEvent> = Vec::new();
         let mut state_change = None;
         for _ in 0..MAX_REQUEUE_ROUNDS {
@@ -342,6 +358,10 @@ impl ActorState {
             // write per pass, as durable as the strongest request, where the first one asked for it.
             let mut written: Option<Durability> = None;
             while let Some(output) = self.session.poll_output() {
+                if self.is_lost() {
+                    // A write was refused for a lost lease: nothing more goes out.
+                    return;
+                }
                 match output {
                     Output::Publish(lease) => self.publish(lease),
                     Output::Serve { waiter, lease } => {
@@ -363,8 +383,8 @@ impl ActorState {
                         (_, Durability::Buffered) => {
                             written = Some(Durability::Buffered);
                             let snapshot = self.session.snapshot();
-                            if let Err(error) = self.shared.env.store.save(&snapshot, Durability::Buffered) {
-                                self.persist_failed(now, &error);
+                            if let Err(error) = self.save(&snapshot, Durability::Buffered) {
+                                self.write_failed(myself, now, &error);
                             }
                         }
                         (_, _) => {
@@ -386,6 +406,10 @@ impl ActorState {
                     _ => {}
                 }
             }
+            if self.is_lost() {
+                // A write was refused for a lost lease: nothing more goes out, not even the events.
+                return;
+            }
             let requeued = self.release(myself, now);
             if requeued.is_empty() {
                 break;
@@ -396,7 +420,20 @@ impl ActorState {
         }
         if !events.is_empty() {
             // One log write for the whole step, then the broadcast.
-            if let Err(error) = self.shared.env.store.append_logs(&self.shared.id, &events) {
+            let written = match self.shared.fence() {
+                Some(fence) => self
+                    .shared
+                    .env
+                    .store
+                    .fence_status(&self.shared.id, fence)
+                    .and_then(|()| self.shared.env.store.append_logs_fenced(&self.shared.id, &events, fence)),
+                None => self.shared.env.store.append_logs(&self.shared.id, &events),
+            };
+            if let Err(error) = written {
+                if matches!(error, StoreError::Fenced { .. }) {
+                    self.lose(myself, now, format!("a transition log write was refused: {error}"));
+                    return;
+                }
                 tracing::debug!(session = %self.shared.id, %error, "transition log entries not written");
             }
             for event in events {
@@ -448,10 +485,14 @@ impl ActorState {
         let snapshot = self.session.snapshot();
         let generation = snapshot.generation;
         let store = &self.shared.env.store;
-        let outcome = if self.gate.pending_len() >= MAX_PENDING_DURABLE {
-            store.save(&snapshot, Durability::Flushed).map(|()| Pending::Durable)
-        } else {
-            store.save_deferred(&snapshot)
+        let outcome = match self.shared.fence() {
+            _ if self.gate.pending_len() >= MAX_PENDING_DURABLE => {
+                self.save(&snapshot, Durability::Flushed).map(|()| Pending::Durable)
+            }
+            Some(fence) => {
+                store.fence_status(&self.shared.id, fence).and_then(|()| store.save_deferred_fenced(&snapshot, fence))
+            }
+            None => store.save_deferred(&snapshot),
         };
         match outcome {
             Ok(Pending::Flush) => {
@@ -468,6 +509,7 @@ impl ActorState {
                 }));
             }
             Ok(_) => self.gate.durable = self.gate.durable.max(generation),
+            Err(error @ StoreError::Fenced { .. }) => self.write_failed(myself, now, &error),
             Err(error) => {
                 // Trading goes on from memory.
                 self.persist_failed(now, &error);
@@ -476,8 +518,57 @@ impl ActorState {
         }
     }
 
+    /// Whether this member lost the session's lease (the actor is stopping).
+    fn is_lost(&self) -> bool {
+        self.shared.lost.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Saves the snapshot, under the session's fence when the store is shared (refused at once if an
+    /// earlier write under it was refused).
+    fn save(&self, snapshot: &warden_engine::Snapshot, durability: Durability) -> Result<(), StoreError> {
+        let store = &self.shared.env.store;
+        match self.shared.fence() {
+            Some(fence) => {
+                store.fence_status(&self.shared.id, fence).and_then(|()| store.save_fenced(snapshot, durability, fence))
+            }
+            None => store.save(snapshot, durability),
+        }
+    }
+
+    /// A write failed: a refusal for the fence means the lease is lost; anything else, the session goes
+    /// on from memory and says so.
+    fn write_failed(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, error: &StoreError) {
+        if matches!(error, StoreError::Fenced { .. }) {
+            self.lose(myself, now, format!("a snapshot write was refused: {error}"));
+        } else {
+            self.persist_failed(now, error);
+        }
+    }
+
+    /// This member lost the session's lease: answer every waiter `NotOwner`, abort the broker calls in
+    /// flight, forget what waited for the disk, and stop — no logout, no revocation, no further write.
+    /// The new owner restores the snapshot and reuses a still-valid grant.
+    fn lose(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, detail: String) {
+        self.shared.mark_lost(now, detail);
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(Err(RequestError::NotOwner));
+        }
+        self.auth_call = None;
+        self.keepalive_call = None;
+        self.gate.waiting = None;
+        myself.stop(Some("lease lost".to_owned()));
+    }
+
     /// The flush covering durable write `ticket` (and every earlier one) returned.
-    fn durable(&mut self, now: UnixMs, ticket: u64, result: Result<(), StoreError>) {
+    fn durable(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, ticket: u64, result: Result<(), StoreError>) {
+        // One flush serves many sessions and returns `Ok` when a write under a lost fence was refused:
+        // whether ours was is the fence's status.
+        if let (Ok(()), Some(fence)) = (&result, self.shared.fence())
+            && let Err(error) = self.shared.env.store.fence_status(&self.shared.id, fence)
+        {
+            self.lose(myself, now, format!("a durable snapshot write was refused: {error}"));
+            return;
+        }
         if let Err(error) = &result
             && self.gate.first_pending_ticket().is_some_and(|t| t <= ticket)
         {
@@ -602,19 +693,35 @@ impl ActorState {
         take_over: bool,
         second_factor: Option<Secret>,
     ) {
+        if self.is_lost() {
+            return;
+        }
         Counters::bump(&self.shared.counters.logins);
         tracing::info!(attempt = attempt.0, take_over, "login started");
         let broker = self.shared.broker.clone();
         let credentials: Credentials = self.shared.credentials();
+        let clock = self.shared.clock.clone();
+        let fenced = self.shared.fence().is_some();
         let call = async move {
+            // In a cluster the login starts after its attempt was recorded under the fence (and any older
+            // owner's attempt was waited out): `now` is the time of that record.
+            let now = if fenced { clock.now() } else { now };
             let request = LoginRequest { credentials: &credentials, second_factor: second_factor.as_ref(), take_over };
             broker.login(now, request).await
         };
-        let guard = self.spawn_call(myself, "login", call, move |result| SessionMsg::AuthDone { attempt, result });
+        let before = self.shared.fence().map(|fence| {
+            let check: BeforeCall = Box::pin(crate::cluster::before_login(self.shared.clone(), fence, attempt));
+            check
+        });
+        let guard = self
+            .spawn_call_after(myself, "login", before, call, move |result| SessionMsg::AuthDone { attempt, result });
         self.auth_call = Some((attempt, guard));
     }
 
     fn start_refresh(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
+        if self.is_lost() {
+            return;
+        }
         Counters::bump(&self.shared.counters.refreshes);
         tracing::debug!(attempt = attempt.0, "refresh started");
         let broker = self.shared.broker.clone();
@@ -624,6 +731,9 @@ impl ActorState {
     }
 
     fn start_keepalive(&mut self, myself: &ActorRef<SessionMsg>, now: UnixMs, attempt: AttemptId, grant: Arc<Grant>) {
+        if self.is_lost() {
+            return;
+        }
         Counters::bump(&self.shared.counters.keepalives);
         let broker = self.shared.broker.clone();
         let call = async move { broker.keepalive(now, &grant).await };
@@ -633,6 +743,9 @@ impl ActorState {
     }
 
     fn start_logout(&self, now: UnixMs, grant: Arc<Grant>) {
+        if self.is_lost() {
+            return;
+        }
         let broker = self.shared.broker.clone();
         let limit = self.shared.policy.auth_timeout;
         let id = self.shared.id.clone();
@@ -661,10 +774,34 @@ impl ActorState {
         F: std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
         M: FnOnce(Result<T, AuthFailure>) -> SessionMsg + Send + 'static,
     {
+        self.spawn_call_after(myself, call, None, future, message)
+    }
+
+    /// [`ActorState::spawn_call`] after `before` (outside the call's `auth_timeout`): a check that may
+    /// answer the actor instead of letting the call start.
+    fn spawn_call_after<T, F, M>(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        call: &'static str,
+        before: Option<BeforeCall>,
+        future: F,
+        message: M,
+    ) -> CallGuard
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
+        M: FnOnce(Result<T, AuthFailure>) -> SessionMsg + Send + 'static,
+    {
         let me = myself.clone();
         let broker = self.shared.broker.clone();
         let limit = self.shared.policy.auth_timeout;
         let task = tokio::spawn(async move {
+            if let Some(before) = before
+                && let Err(instead) = before.await
+            {
+                let _ = me.cast(instead);
+                return;
+            }
             let msg = match CatchUnwind::new(tokio::time::timeout(limit, future)).await {
                 Ok(Ok(result)) => message(result.map_err(|error| failure_of(broker.as_ref(), &error))),
                 Ok(Err(_)) => message(Err(AuthFailure::new(

@@ -16,8 +16,8 @@ use ractor::{ActorId, ActorRef};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use warden_engine::{
-    Broker, Credentials, Generation, InvalidReason, LastFailure, Policy, SessionId, StateKind, Store, UnixMs,
-    WaitingFor,
+    Broker, Credentials, Fence, Generation, InvalidReason, LastFailure, MemberName, Policy, RequestError, SessionId,
+    StateKind, Store, UnixMs, WaitingFor,
 };
 
 use crate::clock::Clock;
@@ -169,6 +169,21 @@ pub enum WardenEventKind {
         /// What does not fit, naming the settings.
         detail: String,
     },
+    /// This member lost the session's lease (a store shared by several members): another member took it
+    /// over, or this one could not renew it in time. Its actor ended without logging out and without any
+    /// further write; its handles answer `NotOwner`.
+    OwnershipLost {
+        /// The fence this member held.
+        fence: Fence,
+        /// How the loss was noticed.
+        detail: String,
+    },
+    /// This member handed the session over on purpose (placement moved it, or the `Warden` shut down):
+    /// it released the lease after a last flush, without logging out.
+    HandedOver {
+        /// The fence this member held.
+        fence: Fence,
+    },
 }
 
 impl fmt::Display for WardenEvent {
@@ -199,12 +214,28 @@ impl fmt::Display for WardenEventKind {
                 warden_engine::time::format_duration(std::time::Duration::from_millis(*grant_age_ms))
             ),
             WardenEventKind::PolicyWarning { detail } => write!(f, "its policy does not fit the broker: {detail}"),
+            WardenEventKind::OwnershipLost { fence, detail } => {
+                write!(f, "this member lost its lease (fence {fence}): {detail}; it stopped without logging out")
+            }
+            WardenEventKind::HandedOver { fence } => {
+                write!(f, "this member handed it over (released fence {fence}) without logging out")
+            }
         }
     }
 }
 
+/// A `Warden` that is a member of a cluster: its name and how long its leases last unless renewed.
+#[derive(Clone, Debug)]
+pub(crate) struct Membership {
+    pub(crate) member: MemberName,
+    pub(crate) lease_ttl: Duration,
+}
+
 /// What the runtime holds for every session of a `Warden`, whoever runs it.
 pub(crate) struct Env {
+    /// Set when the store is shared by several members: every write and login of a session then carries
+    /// the fence of its lease.
+    pub(crate) membership: Option<Membership>,
     pub(crate) clock: Clock,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) events: broadcast::Sender<WardenEvent>,
@@ -256,6 +287,10 @@ pub(crate) struct SessionShared {
     /// even if a caller still holds it.
     pub(crate) revoked_upto: AtomicU64,
     pub(crate) closed: AtomicBool,
+    /// The fence of the lease this member holds on the session (`0`: none, the store is not shared).
+    pub(crate) fence: AtomicU64,
+    /// Set (with `closed`) once this member lost the lease: handles then answer `NotOwner`.
+    pub(crate) lost: AtomicBool,
     pub(crate) id: SessionId,
     pub(crate) policy: Arc<Policy>,
     pub(crate) broker: Arc<dyn Broker>,
@@ -299,6 +334,8 @@ impl SessionShared {
             clock: env.clock.clone(),
             revoked_upto: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            fence: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
             id: new.id,
             policy: new.policy,
             broker: new.broker,
@@ -317,6 +354,32 @@ impl SessionShared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// What a handle answers once the session is closed: `NotOwner` when this member lost its lease.
+    pub(crate) fn closed_error(&self) -> RequestError {
+        if self.lost.load(Ordering::Acquire) { RequestError::NotOwner } else { RequestError::Closed }
+    }
+
+    /// The fence every write and login of the session carries: `Some` when the store is shared.
+    pub(crate) fn fence(&self) -> Option<Fence> {
+        self.env.membership.as_ref().map(|_| Fence(self.fence.load(Ordering::Acquire)))
+    }
+
+    /// This member lost the session's lease: close it (no restart), withdraw the published lease and say
+    /// so, once. Returns whether this call was the one that marked it. The actor, if one runs, must stop
+    /// itself without any further write or broker call (see `ActorState::lose`).
+    pub(crate) fn mark_lost(&self, now: UnixMs, detail: String) -> bool {
+        if self.lost.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.closed.store(true, Ordering::Release);
+        self.lease.publish(None);
+        let fence = Fence(self.fence.load(Ordering::Acquire));
+        tracing::warn!(session = %self.id, %fence, %detail, "lease lost; the session stops here without logging out");
+        self.env.publish(&self.id, now, WardenEventKind::OwnershipLost { fence, detail });
+        self.env.actor_started.send_modify(|n| *n = n.wrapping_add(1));
+        true
     }
 
     pub(crate) fn credentials(&self) -> Credentials {

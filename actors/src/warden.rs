@@ -34,7 +34,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, watch};
 use warden_engine::limits::LimitScope;
-use warden_engine::{Broker, Credentials, Policy, SessionId, Store, StoreError, UnixMs};
+use warden_engine::{
+    Broker, Credentials, Fence, LeaseOutcome, MemberName, Policy, SessionId, Store, StoreError, UnixMs,
+};
 
 use crate::clock::Clock;
 use crate::commit::GroupCommit;
@@ -42,7 +44,7 @@ use crate::errors::WardenError;
 use crate::handle::SessionHandle;
 use crate::ratelimit::{AccountLimiter, ClassLimiter};
 use crate::session_actor::SessionActor;
-use crate::shared::{Env, NewSession, SessionShared, WardenEvent, lock};
+use crate::shared::{Env, Membership, NewSession, SessionShared, WardenEvent, WardenEventKind, lock};
 use crate::supervisor::{Supervisor, SupervisorMsg};
 use crate::timer::Timers;
 
@@ -56,6 +58,10 @@ pub const DEFAULT_DURABLE_WAIT: Duration = Duration::from_secs(2);
 /// How many distinct policies a `Warden` shares between sessions (one `Arc` each); sessions with a
 /// policy beyond these get their own copy.
 pub const SHARED_POLICIES: usize = 64;
+
+/// How long a member's leases last unless renewed, unless set with [`WardenBuilder::lease_ttl`]. The
+/// `Warden` renews them every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How long `shutdown` and `close` wait for session actors to stop.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -143,6 +149,8 @@ enum StoreChoice {
     Memory,
     Path(PathBuf, warden_adapters::SledOptions),
     Given(Arc<dyn Store>),
+    /// Opened by `build` (off the async runtime: the client connects synchronously).
+    Postgres(Box<warden_adapters::PostgresOptions>),
 }
 
 /// Builds a [`Warden`].
@@ -152,6 +160,8 @@ pub struct WardenBuilder {
     clock: Option<Clock>,
     seed: u64,
     durable_wait: Duration,
+    member: Option<MemberName>,
+    lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for WardenBuilder {
@@ -179,6 +189,14 @@ impl WardenBuilder {
     #[must_use]
     pub fn memory_store(mut self) -> WardenBuilder {
         self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Keep snapshots in PostgreSQL, shared with the other members (see `docs/cluster.md`); opened by
+    /// `build`, which then needs a [`WardenBuilder::member`] name.
+    #[must_use]
+    pub fn postgres(mut self, options: warden_adapters::PostgresOptions) -> WardenBuilder {
+        self.store = StoreChoice::Postgres(Box::new(options));
         self
     }
 
@@ -220,19 +238,64 @@ impl WardenBuilder {
         self
     }
 
-    /// Opens the store and starts the supervisor. Must be called inside a tokio runtime.
+    /// This `Warden`'s name among the members that share the store (see `docs/cluster.md`). Needed when
+    /// the store is shared ([`Store::is_shared`]); ignored by a store with one owner.
+    #[must_use]
+    pub fn member(mut self, name: MemberName) -> WardenBuilder {
+        self.member = Some(name);
+        self
+    }
+
+    /// How long a member's leases last unless renewed (default [`DEFAULT_LEASE_TTL`]): a member that
+    /// stops renewing loses its sessions to the others this long after its last renewal. Renewed every
+    /// third of it.
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> WardenBuilder {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Opens the store and starts the supervisor (and, on a shared store, the renewal of this member's
+    /// leases). Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Warden, WardenError> {
         let clock = self.clock.unwrap_or_else(Clock::system);
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Memory => Arc::new(warden_adapters::MemoryStore::new()),
             StoreChoice::Given(store) => store,
+            StoreChoice::Postgres(options) => {
+                let opened = tokio::task::spawn_blocking(move || warden_adapters::PostgresStore::open(*options))
+                    .await
+                    .map_err(|e| WardenError::Runtime(format!("opening the PostgreSQL store did not finish: {e}")))?;
+                Arc::new(opened?)
+            }
             StoreChoice::Path(path, options) => {
                 let stamp = clock.clone();
                 open_sled(&path, options.clock(Arc::new(move || stamp.now())))?
             }
         };
+        let membership = match (store.is_shared(), self.member) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(WardenError::Runtime(
+                    "the store is shared by several processes: give this one a member name (WardenBuilder::member, \
+                     or `member` in warden.toml's [cluster])"
+                        .to_owned(),
+                ));
+            }
+            (true, Some(member)) => {
+                if self.lease_ttl < MIN_LEASE_TTL {
+                    return Err(WardenError::Runtime(format!(
+                        "lease_ttl ({}) must be at least {}",
+                        warden_engine::time::format_duration(self.lease_ttl),
+                        warden_engine::time::format_duration(MIN_LEASE_TTL)
+                    )));
+                }
+                Some(Membership { member, lease_ttl: self.lease_ttl })
+            }
+        };
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let env = Arc::new(Env {
+            membership,
             timers: Timers::start(&clock),
             commit: GroupCommit::start(store.clone()),
             durable_wait: self.durable_wait,
@@ -246,7 +309,7 @@ impl WardenBuilder {
             .await
             .map_err(|e| WardenError::Runtime(format!("could not start the supervisor: {e}")))?;
         self.policy.validate().map_err(|error| WardenError::Runtime(format!("the default policy: {error}")))?;
-        Ok(Warden {
+        let warden = Warden {
             inner: Arc::new(WardenInner {
                 env,
                 supervisor,
@@ -254,8 +317,16 @@ impl WardenBuilder {
                 sessions: Mutex::new(HashMap::new()),
                 limiters: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                placed: Mutex::new(None),
+                renewal: Mutex::new(None),
             }),
-        })
+        };
+        if let Some(membership) = warden.inner.env.membership.clone() {
+            warden.heartbeat(&membership).await?;
+            let task = tokio::spawn(renewal_loop(Arc::downgrade(&warden.inner), membership));
+            *lock(&warden.inner.renewal) = Some(task.abort_handle());
+        }
+        Ok(warden)
     }
 }
 
@@ -297,6 +368,9 @@ fn open_sled(path: &Path, options: warden_adapters::SledOptions) -> Result<Arc<d
 /// the store's lock, polling every [`CLOSING_STORE_POLL`]. A lock held by another process is reported
 /// at once.
 const CLOSING_STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// The shortest lease TTL a member accepts: renewals every third of it must fit a store round trip.
+const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
 const CLOSING_STORE_POLL: Duration = Duration::from_millis(10);
 
 /// The running warden: a supervisor, its sessions, a store, a clock, an event broadcast.
@@ -313,6 +387,10 @@ struct WardenInner {
     sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
     limiters: Mutex<HashMap<String, Arc<AccountLimiter>>>,
     closed: AtomicBool,
+    /// In a cluster, the sessions given to [`Warden::place`]: the renewal loop opens the ones placed here.
+    placed: Mutex<Option<Arc<Vec<SessionSpec>>>>,
+    /// The renewal loop of a member.
+    renewal: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Warden {
@@ -331,7 +409,14 @@ impl Warden {
             clock: None,
             seed: 0,
             durable_wait: DEFAULT_DURABLE_WAIT,
+            member: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
+    }
+
+    /// This member's name, when the store is shared.
+    pub fn member(&self) -> Option<&MemberName> {
+        self.inner.env.membership.as_ref().map(|m| &m.member)
     }
 
     /// The clock sessions run on.
@@ -434,6 +519,18 @@ impl Warden {
             }
             sessions.insert(spec.id.clone(), shared.clone());
         }
+        if let Some(membership) = &self.inner.env.membership {
+            // The session is reserved in the table first: a second open of it here fails above instead of
+            // acquiring again (which would fence out the first).
+            match self.acquire(&spec.id, membership).await {
+                Ok(fence) => shared.fence.store(fence.0, Ordering::Release),
+                Err(error) => {
+                    self.forget(&spec.id);
+                    shared.closed.store(true, Ordering::Release);
+                    return Err(error);
+                }
+            }
+        }
         let spawned = Actor::spawn_linked(None, SessionActor, shared.clone(), self.inner.supervisor.get_cell()).await;
         if let Err(error) = spawned {
             self.forget(&spec.id);
@@ -468,13 +565,72 @@ impl Warden {
         lock(&self.inner.sessions).remove(id)
     }
 
+    /// Takes the session's lease for this member: its fence, or who holds it.
+    async fn acquire(&self, id: &SessionId, membership: &Membership) -> Result<Fence, WardenError> {
+        let (session, member, ttl, now) =
+            (id.clone(), membership.member.clone(), membership.lease_ttl, self.inner.env.clock.now());
+        let outcome = crate::cluster::blocking(self.inner.env.store.clone(), move |store| {
+            store.acquire_lease(&session, &member, ttl, now)
+        })
+        .await?;
+        match outcome {
+            LeaseOutcome::Granted(lease) => Ok(lease.fence),
+            LeaseOutcome::Held { holder, expires_at, .. } => {
+                Err(WardenError::NotOwner { session: id.clone(), holder, expires_at })
+            }
+            other => Err(WardenError::Runtime(format!("session {id}: unexpected lease outcome {other:?}"))),
+        }
+    }
+
+    /// Registers (or keeps) this member among the live ones.
+    async fn heartbeat(&self, membership: &Membership) -> Result<(), WardenError> {
+        let (member, ttl, now) = (membership.member.clone(), membership.lease_ttl, self.inner.env.clock.now());
+        crate::cluster::blocking(self.inner.env.store.clone(), move |store| store.heartbeat_member(&member, ttl, now))
+            .await?;
+        Ok(())
+    }
+
     /// Closes a session: stops its actor, withdraws its lease, flushes the store. Its snapshot stays in
-    /// the store, so opening it again resumes it.
+    /// the store, so opening it again resumes it. In a cluster the session's lease is then released
+    /// (without logging out), so another member can take the session over at once.
     pub async fn close(&self, id: &SessionId) -> Result<(), WardenError> {
         let shared = self.forget(id).ok_or_else(|| WardenError::NotOpen(id.clone()))?;
         self.stop_sessions(std::slice::from_ref(&shared), Ending::Stop).await;
         self.flush_store();
+        self.release(std::slice::from_ref(&shared)).await;
         Ok(())
+    }
+
+    /// Releases the leases of `sessions` (closed, their writes flushed) and says so: a handover. A session
+    /// whose lease was lost is skipped.
+    async fn release(&self, sessions: &[Arc<SessionShared>]) {
+        let Some(membership) = &self.inner.env.membership else { return };
+        let leases: Vec<(SessionId, Fence)> = sessions
+            .iter()
+            .filter(|s| !s.lost.load(Ordering::Acquire))
+            .map(|s| (s.id.clone(), Fence(s.fence.load(Ordering::Acquire))))
+            .filter(|(_, fence)| *fence != Fence::NONE)
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        let member = membership.member.clone();
+        let released = crate::cluster::blocking(self.inner.env.store.clone(), move |store| {
+            let mut released = Vec::with_capacity(leases.len());
+            for (session, fence) in leases {
+                match store.release_lease(&session, &member, fence) {
+                    Ok(()) => released.push((session, fence)),
+                    Err(error) => tracing::warn!(%session, %error, "lease not released; it lapses after its TTL"),
+                }
+            }
+            Ok(released)
+        })
+        .await
+        .unwrap_or_default();
+        let now = self.inner.env.clock.now();
+        for (session, fence) in released {
+            self.inner.env.publish(&session, now, WardenEventKind::HandedOver { fence });
+        }
     }
 
     /// Ends the actors of `sessions` (no restart), all at once, and waits (bounded) until they are gone.
@@ -539,6 +695,19 @@ impl Warden {
         let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(STOP_WAIT)).await;
         lock(&self.inner.env.actors).clear();
         self.flush_store();
+        // A member drains: its leases are released so that the others take its sessions over at once.
+        if let Some(renewal) = lock(&self.inner.renewal).take() {
+            renewal.abort();
+        }
+        self.release(&sessions).await;
+        if let Some(membership) = &self.inner.env.membership {
+            let member = membership.member.clone();
+            let left =
+                crate::cluster::blocking(self.inner.env.store.clone(), move |store| store.leave_member(&member)).await;
+            if let Err(error) = left {
+                tracing::warn!(%error, "could not leave the members; this member lapses after its TTL");
+            }
+        }
     }
 
     /// What the group commit has done so far (flushes, tickets answered, failed flushes).
@@ -554,6 +723,10 @@ impl Warden {
 
 impl Drop for WardenInner {
     fn drop(&mut self) {
+        // A dropped member does not release its leases (it may be dying): they lapse after their TTL.
+        if let Some(renewal) = lock(&self.renewal).take() {
+            renewal.abort();
+        }
         // Stop the actors (without logout); their snapshots are already in the store.
         for shared in lock(&self.sessions).values() {
             shared.closed.store(true, Ordering::Release);
@@ -565,5 +738,175 @@ impl Drop for WardenInner {
         // The table of actors refers to the sessions, which refer to the shared state: break the circle.
         lock(&self.env.actors).clear();
         self.supervisor.stop(Some("warden dropped".to_owned()));
+    }
+}
+
+/// Cluster membership: placement, renewal, handover (see `docs/cluster.md`).
+impl Warden {
+    /// In a cluster, the full list of sessions the members share: this member opens the ones rendezvous
+    /// hashing places on it ([`crate::cluster::owner`] over the live members) and, on every renewal tick,
+    /// places them again — it takes over a session whose owner's lease lapsed (restoring its snapshot: a
+    /// still-valid grant is reused, no login) and hands over one that now belongs to another member
+    /// (a last flush, then the lease released, without logging out). Every member gets the same list.
+    ///
+    /// Returns how many sessions run here after this first round. Fails on a store that is not shared.
+    pub async fn place(&self, specs: Vec<SessionSpec>) -> Result<usize, WardenError> {
+        if self.inner.env.membership.is_none() {
+            return Err(WardenError::Runtime(
+                "place() spreads sessions over the members of a shared store; this store has one owner: open them"
+                    .to_owned(),
+            ));
+        }
+        *lock(&self.inner.placed) = Some(Arc::new(specs));
+        self.place_round().await;
+        Ok(self.owned().len())
+    }
+
+    /// The sessions this member runs now: open here, lease not lost.
+    pub fn owned(&self) -> Vec<SessionId> {
+        lock(&self.inner.sessions).values().filter(|s| !s.lost.load(Ordering::Acquire)).map(|s| s.id.clone()).collect()
+    }
+
+    /// Stops renewing this member's leases and heartbeat, as a paused or dying process would: after the
+    /// TTL the others take its sessions over, and each of its sessions stops at its first refused write or
+    /// login. For tests of failures; a real member stops renewing only when it dies or shuts down.
+    #[doc(hidden)]
+    pub fn stop_renewing(&self) {
+        if let Some(renewal) = lock(&self.inner.renewal).take() {
+            renewal.abort();
+        }
+    }
+
+    /// One renewal: the heartbeat and every lease at once; a lease that was not renewed is lost, and a
+    /// member that could not renew for a whole TTL gives up all of them.
+    async fn renew(&self, membership: &Membership, last_renewed: &mut UnixMs) {
+        let held: Vec<Arc<SessionShared>> = lock(&self.inner.sessions)
+            .values()
+            .filter(|s| !s.lost.load(Ordering::Acquire) && s.fence.load(Ordering::Acquire) != Fence::NONE.0)
+            .cloned()
+            .collect();
+        let now = self.inner.env.clock.now();
+        let (member, ttl) = (membership.member.clone(), membership.lease_ttl);
+        let renewed = crate::cluster::blocking(self.inner.env.store.clone(), move |store| {
+            store.heartbeat_member(&member, ttl, now)?;
+            store.renew_all(&member, ttl, now)
+        })
+        .await;
+        match renewed {
+            Ok(leases) => {
+                *last_renewed = now;
+                let renewed: HashMap<SessionId, Fence> = leases.into_iter().map(|l| (l.session, l.fence)).collect();
+                for shared in held {
+                    let fence = Fence(shared.fence.load(Ordering::Acquire));
+                    if renewed.get(&shared.id) != Some(&fence) {
+                        lose_session(&shared, now, "its lease was not renewed: it lapsed or another member took it");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not renew this member's leases");
+                if now >= last_renewed.saturating_add(ttl) {
+                    let detail = format!("its lease could not be renewed within its TTL ({error})");
+                    for shared in held {
+                        lose_session(&shared, now, &detail);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places the sessions given to [`Warden::place`] over the live members: opens the ones placed here
+    /// that are free, hands over the ones placed elsewhere.
+    async fn place_round(&self) {
+        let Some(membership) = self.inner.env.membership.clone() else { return };
+        let Some(specs) = lock(&self.inner.placed).clone() else { return };
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = self.inner.env.clock.now();
+        let live = match crate::cluster::blocking(self.inner.env.store.clone(), move |s| s.live_members(now)).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the live members; placement waits for the next tick");
+                return;
+            }
+        };
+        if !live.contains(&membership.member) {
+            return;
+        }
+        let mut leaving = Vec::new();
+        for spec in specs.iter() {
+            let mine = crate::cluster::owner(&spec.id, &live) == Some(&membership.member);
+            let here = lock(&self.inner.sessions).get(&spec.id).cloned();
+            match here {
+                Some(shared) if shared.lost.load(Ordering::Acquire) => {
+                    self.forget_if(&shared);
+                    if mine {
+                        self.open_placed(spec).await;
+                    }
+                }
+                Some(shared) if !mine => leaving.push(shared),
+                Some(_) => {}
+                None if mine => self.open_placed(spec).await,
+                None => {}
+            }
+        }
+        if !leaving.is_empty() {
+            for shared in &leaving {
+                self.forget_if(shared);
+            }
+            // A last flush, then the leases go: the new owners acquire them and restore the snapshots.
+            self.stop_sessions(&leaving, Ending::Stop).await;
+            self.flush_store();
+            self.release(&leaving).await;
+        }
+    }
+
+    /// Takes `shared` out of the table of open sessions, if it is still the one there.
+    fn forget_if(&self, shared: &Arc<SessionShared>) {
+        let mut sessions = lock(&self.inner.sessions);
+        if sessions.get(&shared.id).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            sessions.remove(&shared.id);
+        }
+    }
+
+    /// Opens a session placed here; one another member still holds is tried again at the next tick.
+    async fn open_placed(&self, spec: &SessionSpec) {
+        match self.open(spec.clone()).await {
+            Ok(_) | Err(WardenError::NotOwner { .. } | WardenError::AlreadyOpen(_) | WardenError::Closed) => {}
+            Err(error) => tracing::warn!(session = %spec.id, %error, "could not open a session placed here"),
+        }
+    }
+}
+
+/// This member lost `shared`'s lease: mark it and stop its actor (no logout, no further write).
+fn lose_session(shared: &SessionShared, now: UnixMs, detail: &str) {
+    if shared.is_closed() {
+        // Closed meanwhile (its lease released on purpose), or already lost: nothing to say.
+        return;
+    }
+    shared.mark_lost(now, detail.to_owned());
+    if let Some(actor) = shared.actor() {
+        let _ = actor.cast(crate::message::SessionMsg::LeaseLost { detail: detail.to_owned() });
+    }
+}
+
+/// A member's renewal: every third of the TTL, the heartbeat and every lease at once, then placement.
+/// Ends when the `Warden` is gone or shut down.
+async fn renewal_loop(inner: Weak<WardenInner>, membership: Membership) {
+    let period = membership.lease_ttl / 3;
+    let mut last_renewed = match inner.upgrade() {
+        Some(inner) => inner.env.clock.now(),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let warden = Warden { inner };
+        warden.renew(&membership, &mut last_renewed).await;
+        warden.place_round().await;
     }
 }

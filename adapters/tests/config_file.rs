@@ -196,12 +196,39 @@ fn unknown_keys_suggest_the_right_name() {
 }
 
 #[test]
-fn reserved_tables_are_ignored_with_a_warning_and_typos_of_them_suggested() {
-    let config = WardenConfig::parse(&format!("{BASE}\n[cluster]\nnodes = 3\n"), ORIGIN).unwrap();
-    assert_eq!(config.warnings.len(), 1);
-    let warning = config.warnings[0].to_string();
-    assert!(warning.starts_with(&format!("{ORIGIN} line 54")), "{warning}");
-    assert!(warning.contains("`cluster`: is reserved for a later version of warden; it is ignored"), "{warning}");
+fn a_cluster_table_names_the_database_by_reference_the_member_and_the_ttl() {
+    let cluster = "\n[cluster]\ndatabase = \"env:WARDEN_DB_URL\"\nmember = \"warden-1\"\nlease_ttl = \"6s\"\n";
+    let config = WardenConfig::parse(&format!("{BASE}{cluster}"), ORIGIN).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let parsed = config.cluster.as_ref().expect("[cluster]");
+    assert_eq!((parsed.database_env.as_str(), parsed.member.as_str()), ("WARDEN_DB_URL", "warden-1"));
+    assert_eq!(parsed.lease_ttl, Duration::from_secs(6));
+    // The URL is read when the store opens; an unset variable is named, with the file and line.
+    let err = parsed.postgres_options(&config.store, &StaticEnvironment::new()).expect_err("unset variable");
+    assert!(err.to_string().contains("WARDEN_DB_URL") && err.to_string().contains("line 54"), "{err}");
+    // The default TTL is 10 s.
+    let config =
+        WardenConfig::parse(&format!("{BASE}{}", cluster.replace("lease_ttl = \"6s\"\n", "")), ORIGIN).unwrap();
+    assert_eq!(config.cluster.expect("[cluster]").lease_ttl, Duration::from_secs(10));
+    // Without [cluster], none.
+    assert!(good().cluster.is_none());
+
+    // A URL written in the file is refused without repeating it (it may hold a password).
+    let err = parse_err(&format!("{BASE}{}", cluster.replace("env:WARDEN_DB_URL", "postgres://w:hunter2@db/warden")));
+    assert_error(&err, 55, "cluster.database", &["must name an environment variable", "env:WARDEN_DB_URL"]);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse_err(&format!("{BASE}{}", cluster.replace("warden-1", "warden 1")));
+    assert_error(&err, 56, "cluster.member", &["every member needs its own name"]);
+    let err = parse_err(&format!("{BASE}{}", cluster.replace("\"6s\"", "\"500ms\"")));
+    assert_error(&err, 57, "cluster.lease_ttl", &["must be at least 1s"]);
+    let err = parse_err(&format!("{BASE}{cluster}nodes = 3\n"));
+    assert_error(&err, 58, "nodes", &["unknown key `nodes`"]);
+    let err = parse_err(&format!("{BASE}{}", cluster.replace("member = \"warden-1\"\n", "")));
+    assert_error(&err, 54, "cluster", &["missing key `member`"]);
+    // Every member must seal with the same key: "auto" (a key per machine) is refused.
+    let err = parse_err(&format!("{}{cluster}", replace("key = \"env:WARDEN_KEY\"\n", "")));
+    assert_error(&err, 1, "store", &["same key"]);
+
     // `[serve]` belongs to `warden serve`: accepted here without a warning.
     let config = WardenConfig::parse(&format!("{BASE}\n[serve]\nlisten = \"127.0.0.1:9000\"\n"), ORIGIN).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);

@@ -7,6 +7,11 @@
 //! path = "/var/lib/warden/warden.db"
 //! key = "env:WARDEN_KEY"            # or "file:/etc/warden/store.key", or "auto"
 //!
+//! [cluster]                          # optional: one member of several on one PostgreSQL
+//! database = "env:WARDEN_DB_URL"     # a reference only: the URL may hold a password
+//! member = "warden-1"
+//! lease_ttl = "10s"
+//!
 //! [sessions.kite-main]
 //! broker = "kite"
 //! account = "ZX1234"
@@ -38,7 +43,7 @@ pub mod sources;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use warden_engine::{Credentials, Policy, SessionId};
+use warden_engine::{Credentials, MemberName, Policy, SessionId};
 
 pub use build::{Adapter, AdapterFactory};
 pub use error::ConfigError;
@@ -47,7 +52,7 @@ pub use raw::BrokerName;
 pub use sources::{Environment, SecretRef, SourceError, StaticEnvironment, SystemEnvironment};
 
 use crate::broker::{HttpSettings, IbkrSettings, KiteSettings, KotakSettings, OAuth2Settings, SaxoSettings};
-use crate::store::{FlushPolicy, KEY_ENV_VAR, KeySource, SledOptions, StoreKey};
+use crate::store::{FlushPolicy, KEY_ENV_VAR, KeyLookup, KeySource, PostgresOptions, SledOptions, StoreKey};
 
 /// The largest configuration file read.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -60,12 +65,14 @@ pub struct WardenConfig {
     pub origin: String,
     /// `[store]`.
     pub store: StoreConfig,
+    /// `[cluster]`: several warden processes on one PostgreSQL database, when set.
+    pub cluster: Option<ClusterConfig>,
     /// `[sessions.*]`, in the order written.
     pub sessions: Vec<ConfiguredSession>,
     /// `allow_inline_secrets`: whether secrets written in the file itself were accepted.
     pub allow_inline_secrets: bool,
-    /// What was accepted but ignored (the reserved table `[cluster]`), located like errors. `[serve]` is
-    /// accepted without a warning: `warden serve` reads it.
+    /// What was accepted but ignored, located like errors. `[serve]` is accepted without a warning:
+    /// `warden serve` reads it.
     pub warnings: Vec<LocatedProblem>,
 }
 
@@ -105,6 +112,45 @@ pub struct StoreConfig {
     pub previous_key: Option<KeyRef>,
     /// When writes are flushed (`durability`: `"as_requested"`, `"always"`, `"never"`).
     pub durability: FlushPolicy,
+}
+
+/// `[cluster]`: this process is one member of several that share a PostgreSQL database (see
+/// `docs/cluster.md`). Holds no secret: the database URL is read from the environment when the store
+/// opens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The environment variable that holds the PostgreSQL URL (`database = "env:NAME"`).
+    pub database_env: String,
+    /// This member's name (`member`), unique among the live members.
+    pub member: MemberName,
+    /// How long a lease lasts unless renewed (`lease_ttl`, default 10 s, at least 1 s).
+    pub lease_ttl: Duration,
+    /// Where the table is written.
+    pub place: Place,
+}
+
+impl ClusterConfig {
+    /// The store's options: the URL from the environment, the key from `[store]` (an `env:` or `file:`
+    /// reference, read now; the key file is never created here — every member needs the same one).
+    pub fn postgres_options(&self, store: &StoreConfig, env: &dyn Environment) -> Result<PostgresOptions, ConfigError> {
+        let url = SecretRef::Env(self.database_env.clone())
+            .resolve(env)
+            .map_err(|e| ConfigError::from(self.place.problem(format!("`database`: {e}"))))?;
+        let problem = |detail: String| ConfigError::from(self.place.problem(detail));
+        let key = match store.key.key_source(env)?.lookup(&store.path) {
+            Ok(KeyLookup::Found { key, .. }) => key,
+            Ok(KeyLookup::MissingFile { path }) => {
+                return Err(problem(format!(
+                    "the store key file {} does not exist: with [cluster] it is never created, every member needs \
+                     a copy of the same key",
+                    path.display()
+                )));
+            }
+            Err(error) => return Err(problem(error.to_string())),
+        };
+        Ok(PostgresOptions::new(url.expose().to_owned(), key))
+    }
 }
 
 /// Where the store's key comes from, as written.

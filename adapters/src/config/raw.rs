@@ -27,12 +27,20 @@ pub(crate) struct RawConfig {
     pub sessions: Sessions,
     /// The service's settings: read by `warden serve` (the `warden` crate), accepted and left alone here.
     pub serve: Option<IgnoredAny>,
-    /// Reserved for a later version (several warden processes): accepted, ignored with a warning.
-    pub cluster: Option<IgnoredAny>,
+    /// Several warden processes on one PostgreSQL database.
+    pub cluster: Option<RawCluster>,
 }
 
-/// The top-level tables that are reserved: accepted and ignored, with a warning.
-pub(crate) const RESERVED_TABLES: [&str; 1] = ["cluster"];
+/// The top-level tables that are reserved: accepted and ignored, with a warning (none at present).
+pub(crate) const RESERVED_TABLES: [&str; 0] = [];
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub database: String,
+    pub member: String,
+    pub lease_ttl: Option<HumanDuration>,
+}
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]

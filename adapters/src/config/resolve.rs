@@ -14,11 +14,11 @@ use super::error::ConfigError;
 use super::locate::{Document, KeyPath};
 use super::located::{Locator, suggest, syntax_problem};
 use super::raw::{
-    BrokerName, ClientAuthName, DurabilityName, RESERVED_TABLES, RawConfig, RawHttp, RawSession, RawStore,
+    BrokerName, ClientAuthName, DurabilityName, RESERVED_TABLES, RawCluster, RawConfig, RawHttp, RawSession, RawStore,
     SaxoEnvironment,
 };
 use super::sources::SecretRef;
-use super::{AdapterConfig, ConfiguredSession, CredentialRef, KeyRef, StoreConfig, WardenConfig};
+use super::{AdapterConfig, ClusterConfig, ConfiguredSession, CredentialRef, KeyRef, StoreConfig, WardenConfig};
 use crate::broker::{
     ClientAuth, HttpSettings, IbkrSettings, KiteSettings, KotakSettings, OAuth2Settings, SaxoSettings, parse_base_url,
 };
@@ -51,8 +51,12 @@ fn resolve(loc: &Locator<'_>, raw: RawConfig) -> Result<WardenConfig> {
             warnings.push(loc.invalid(&path, "is reserved for a later version of warden; it is ignored"));
         }
     }
-    let _ = (&raw.serve, &raw.cluster);
+    let _ = &raw.serve;
     let store = resolve_store(loc, raw.store, raw.allow_inline_secrets)?;
+    let cluster = match raw.cluster {
+        Some(cluster) => Some(resolve_cluster(loc, cluster, &store)?),
+        None => None,
+    };
     let http = http_settings(loc, &root.key("http"), HttpSettings::default(), &raw.http)?;
     if raw.sessions.0.is_empty() {
         let problem = "no session is configured: add a [sessions.NAME] table with a `broker`".to_owned();
@@ -71,6 +75,7 @@ fn resolve(loc: &Locator<'_>, raw: RawConfig) -> Result<WardenConfig> {
     Ok(WardenConfig {
         origin: loc.origin.to_owned(),
         store,
+        cluster,
         sessions,
         allow_inline_secrets: raw.allow_inline_secrets,
         warnings,
@@ -106,6 +111,41 @@ fn resolve_store(loc: &Locator<'_>, raw: RawStore, allow_inline: bool) -> Result
         DurabilityName::Never => FlushPolicy::Never,
     };
     Ok(StoreConfig { path: PathBuf::from(raw.path), key, previous_key, durability })
+}
+
+/// The shortest `lease_ttl` accepted: a member renews every third of it, a store round trip each.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+/// The default `lease_ttl`.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+fn resolve_cluster(loc: &Locator<'_>, raw: RawCluster, store: &StoreConfig) -> Result<ClusterConfig> {
+    let path = KeyPath::of(&["cluster"]);
+    let at = path.key("database");
+    // Only a reference: the URL may hold a password, and neither the file nor its Debug may.
+    let database = match SecretRef::parse(&raw.database) {
+        Ok(SecretRef::Env(name)) => name,
+        _ => {
+            let problem = r#"must name an environment variable holding the PostgreSQL URL ("env:WARDEN_DB_URL"): the URL may hold a password, which does not belong in this file"#;
+            return Err(loc.invalid(&at, problem).into());
+        }
+    };
+    let member = warden_engine::MemberName::new(raw.member.as_str()).map_err(|e| {
+        loc.invalid(&path.key("member"), format!("{e} (every member needs its own name, e.g. \"warden-1\")"))
+    })?;
+    let lease_ttl = match positive(loc, &path.key("lease_ttl"), raw.lease_ttl)? {
+        Some(ttl) if ttl < MIN_LEASE_TTL => {
+            let problem =
+                format!("must be at least {} (it is renewed every third of it)", format_duration(MIN_LEASE_TTL));
+            return Err(loc.invalid(&path.key("lease_ttl"), problem).into());
+        }
+        Some(ttl) => ttl,
+        None => DEFAULT_LEASE_TTL,
+    };
+    if matches!(store.key, KeyRef::Auto) {
+        let problem = r#"with [cluster], every member must seal records with the same key: write `key = "env:NAME"` or `key = "file:PATH"` in [store] ("auto" would make a key per machine)"#;
+        return Err(loc.message_at(&KeyPath::of(&["store"]), problem.to_owned()).into());
+    }
+    Ok(ClusterConfig { database_env: database, member, lease_ttl, place: loc.place(&path) })
 }
 
 /// The message for an inline secret without `allow_inline_secrets`.

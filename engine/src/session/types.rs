@@ -91,6 +91,10 @@ pub enum RequestError {
     /// says this; drivers do.
     #[error("session is closed")]
     Closed,
+    /// This process no longer owns the session (a store shared by several warden processes): its lease
+    /// was lost or handed over, and another member runs the session now. Drivers say this.
+    #[error("session is not owned by this member any more (its lease was lost or handed over to another member)")]
+    NotOwner,
 }
 
 /// An input to the session; [`crate::Session::handle`] dispatches it to the matching `handle_*` method.
