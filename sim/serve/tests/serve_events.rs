@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::{Answer, Served, SessionSetup, SseReader, Upstream, eventually, serve};
 use futures_util::StreamExt;
 use serde_json::Value;
