@@ -72,14 +72,15 @@ fn log_records_of_one_entry_from_older_builds_are_still_read() {
         let store = open(&path, KEY_A);
         store.append_log(&session, &state_event(1)).expect("append");
         drop(store);
-        let db = sled::open(&path).expect("raw sled");
-        let log = db.open_tree("log").expect("log tree");
-        let codec = warden_adapters::RecordCodec::new(&warden_adapters::StoreKey::from_bytes(KEY_A));
-        let mut key = session.as_str().as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(&1u64.to_be_bytes());
-        log.insert(key, codec.seal_log(&session, 1, &state_event(2)).expect("sealed")).expect("insert");
-        db.flush().expect("flush");
+        // Written with plain sled, which holds its lock a moment after the drop: wait for it to let go.
+        with_raw_sled(&path, |db| {
+            let log = db.open_tree("log").expect("log tree");
+            let codec = warden_adapters::RecordCodec::new(&warden_adapters::StoreKey::from_bytes(KEY_A));
+            let mut key = session.as_str().as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(&1u64.to_be_bytes());
+            log.insert(key, codec.seal_log(&session, 1, &state_event(2)).expect("sealed")).expect("insert");
+        });
     }
     let store = open(&path, KEY_A);
     store.append_logs(&session, &[state_event(3), state_event(4)]).expect("a new step after them");
