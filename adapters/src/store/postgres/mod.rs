@@ -69,6 +69,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one statement may run (the server's `statement_timeout`), lock waits included.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server lets the store's connection sit inside a transaction between two statements
+/// (`idle_in_transaction_session_timeout`) before it aborts the transaction and frees its locks. The
+/// store sends a transaction's statements back to back, so only a stalled process (stopped, swapped out)
+/// comes near it; without it such a process would hold the lease rows it locked, and every other
+/// member's takeover would wait for it.
+pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log steps kept per session (at least; trimmed every [`LOG_TRIM_EVERY`] appends of a session).
 pub const DEFAULT_LOG_RETENTION: usize = 1_000;
 /// Appends of a session between two trims of its log.
@@ -88,6 +94,7 @@ pub struct PostgresOptions {
     call_timeout: Duration,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    idle_in_transaction_timeout: Duration,
     log_retention: usize,
 }
 
@@ -105,6 +112,7 @@ impl PostgresOptions {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
             log_retention: DEFAULT_LOG_RETENTION,
         }
     }
@@ -157,6 +165,15 @@ impl PostgresOptions {
     #[must_use]
     pub fn statement_timeout(mut self, timeout: Duration) -> PostgresOptions {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// The server's `idle_in_transaction_session_timeout` for the store's connection (default
+    /// [`DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT`]): how long a stalled member can hold the rows its
+    /// transaction locked.
+    #[must_use]
+    pub fn idle_in_transaction_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.idle_in_transaction_timeout = timeout;
         self
     }
 
@@ -258,7 +275,11 @@ impl PostgresStore {
             .keepalives_idle(Duration::from_secs(10))
             .tcp_user_timeout(options.statement_timeout + Duration::from_secs(5))
             .application_name(&format!("warden/{}", options.schema))
-            .options(&format!("-c statement_timeout={}", options.statement_timeout.as_millis()));
+            .options(&format!(
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+                options.statement_timeout.as_millis(),
+                options.idle_in_transaction_timeout.as_millis().max(1)
+            ));
         let worker_config = WorkerConfig {
             config,
             schema: options.schema.clone(),
